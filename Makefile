@@ -1,0 +1,37 @@
+# kvkit: `make run` serves on embedded defaults, `make test` runs every test.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+HOST ?= 127.0.0.1
+PORT ?= 8000
+
+.PHONY: venv run test lint typecheck clean
+
+$(STAMP): pyproject.toml client/pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]' -e './client[otel]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+run: venv  ## Serve on http://127.0.0.1:8000 with SQLite and the in-process limiter.
+	$(BIN)/python -m app migrate
+	@echo "kvkit on http://$(HOST):$(PORT)  (OpenAPI docs: http://$(HOST):$(PORT)/docs)"
+	LOG_FORMAT=$${LOG_FORMAT:-text} $(BIN)/uvicorn app.main:app --host $(HOST) --port $(PORT)
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: venv
+	$(BIN)/mypy
+	$(BIN)/mypy client/src
+
+test: venv lint typecheck  ## Every test, against real PostgreSQL, MariaDB and Redis.
+	$(BIN)/python -m pytest $(PYTEST_ARGS); status=$$?; \
+	if [ $$status -eq 5 ]; then echo "pytest ran no tests" >&2; exit 1; fi; exit $$status
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache kvkit.sqlite3*

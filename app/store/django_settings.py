@@ -1,0 +1,13 @@
+"""Django settings for the standalone ORM, derived from the kvkit settings object."""
+
+from __future__ import annotations
+
+from app.store.databases import database_config
+
+DATABASES = {"default": database_config()}
+INSTALLED_APPS = ["app.store.apps.StoreConfig"]
+USE_TZ = True
+TIME_ZONE = "UTC"
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+SECRET_KEY = "kvkit-has-no-sessions-or-signing"  # noqa: S105  # required by Django, never used
+LOGGING_CONFIG = None

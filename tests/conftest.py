@@ -1,0 +1,293 @@
+"""Fixtures for the real services every integration test talks to.
+
+PostgreSQL, MariaDB and Redis run on loopback on the development and CI machines. Without them the
+tests that need them skip with the reason; with CI=true they fail instead, so CI never passes by
+skipping. Each test session gets its own databases, and the service runs as a real process
+(uvicorn or gunicorn) spoken to over HTTP.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import pytest
+
+CI = os.environ.get("CI") == "true"
+POSTGRES = ("127.0.0.1", 5432)
+MARIADB = ("127.0.0.1", 3306)
+REDIS = ("127.0.0.1", 6379)
+BACKENDS = ("sqlite", "postgres", "mariadb")
+# Variables of the service that must come from the test, never from the developer's shell.
+_SERVICE_ENV_PREFIXES = (
+    "KV_",
+    "DATABASE_URL",
+    "REDIS_URL",
+    "LOG_",
+    "OTEL_",
+    "GUNICORN_",
+    "PROMETHEUS_MULTIPROC_DIR",
+    "FORWARDED_ALLOW_IPS",
+)
+
+
+def port_open(address: tuple[str, int]) -> bool:
+    with contextlib.suppress(OSError), socket.create_connection(address, timeout=0.5):
+        return True
+    return False
+
+
+def require(address: tuple[str, int], name: str) -> None:
+    """Skip (or, with CI=true, fail) when a real service is not reachable."""
+    if port_open(address):
+        return
+    reason = f"{name} is not reachable on {address[0]}:{address[1]}"
+    if CI:
+        pytest.fail(f"{reason}; CI=true requires it")
+    pytest.skip(reason)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+# --------------------------------------------------------------------------- databases
+
+
+class Databases:
+    """Creates one throw-away database per backend for this test session."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.name = f"kvkit_test_{uuid.uuid4().hex[:10]}"
+        self.urls: dict[str, str] = {}
+
+    def url(self, backend: str) -> str:
+        if backend not in self.urls:
+            self.urls[backend] = getattr(self, f"_create_{backend}")()
+            migrate(self.urls[backend], self.workdir)
+        return self.urls[backend]
+
+    def _create_sqlite(self) -> str:
+        return f"sqlite:///{self.workdir / (self.name + '.sqlite3')}"
+
+    def _create_postgres(self) -> str:
+        require(POSTGRES, "PostgreSQL")
+        import psycopg
+
+        with psycopg.connect(
+            "host=127.0.0.1 port=5432 user=postgres dbname=postgres", autocommit=True
+        ) as conn:
+            conn.execute(f'CREATE DATABASE "{self.name}"')
+        return f"postgres://postgres@127.0.0.1:5432/{self.name}"
+
+    def _create_mariadb(self) -> str:
+        require(MARIADB, "MariaDB")
+        with mariadb_connection() as conn, conn.cursor() as cursor:
+            cursor.execute(f"CREATE DATABASE `{self.name}` CHARACTER SET utf8mb4")
+        return f"mysql://root@127.0.0.1:3306/{self.name}"
+
+    def drop_all(self) -> None:
+        if "postgres" in self.urls:
+            import psycopg
+
+            with psycopg.connect(
+                "host=127.0.0.1 port=5432 user=postgres dbname=postgres", autocommit=True
+            ) as conn:
+                conn.execute(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')
+        if "mariadb" in self.urls:
+            with mariadb_connection() as conn, conn.cursor() as cursor:
+                cursor.execute(f"DROP DATABASE IF EXISTS `{self.name}`")
+
+
+def mariadb_connection(database: str | None = None):  # type: ignore[no-untyped-def]
+    import pymysql
+
+    return pymysql.connect(
+        host="127.0.0.1", port=3306, user="root", password="", database=database, autocommit=True
+    )
+
+
+def service_env(**overrides: str) -> dict[str, str]:
+    """The environment for a service process: the test's settings only."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(_SERVICE_ENV_PREFIXES)}
+    env.update(LOG_FORMAT="json", LOG_LEVEL="WARNING")
+    env.update(overrides)
+    return env
+
+
+def migrate(database_url: str, cwd: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "app", "migrate"],
+        cwd=cwd,
+        timeout=120,
+        env=service_env(DATABASE_URL=database_url),
+        capture_output=True,
+    )
+    if result.returncode:
+        raise RuntimeError(f"migrate failed:\n{result.stdout.decode()}{result.stderr.decode()}")
+
+
+@pytest.fixture(scope="session")
+def databases(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Databases]:
+    dbs = Databases(tmp_path_factory.mktemp("db"))
+    yield dbs
+    dbs.drop_all()
+
+
+# --------------------------------------------------------------------------- servers
+
+
+@dataclass
+class Server:
+    """A running kvkit process and an HTTP client for it."""
+
+    url: str
+    process: subprocess.Popen[bytes]
+    log_path: Path
+    env: dict[str, str]
+    clients: list[httpx.Client] = field(default_factory=list)
+
+    def client(self, **kwargs: object) -> httpx.Client:
+        client = httpx.Client(base_url=self.url, timeout=30, **kwargs)  # type: ignore[arg-type]
+        self.clients.append(client)
+        return client
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
+        for client in self.clients:
+            client.close()
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        return self.process.returncode
+
+
+def start_server(
+    workdir: Path, env: dict[str, str], *, workers: int = 0, wait: bool = True
+) -> Server:
+    """Start uvicorn (workers=0) or gunicorn with uvicorn workers, and wait until it answers."""
+    port = free_port()
+    if workers:
+        repo = Path(__file__).resolve().parent.parent
+        command = [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "-c",
+            str(repo / "docker" / "gunicorn.conf.py"),
+            "app.main:app",
+        ]
+        env = {**env, "GUNICORN_BIND": f"127.0.0.1:{port}", "GUNICORN_WORKERS": str(workers)}
+    else:
+        command = [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "app.main:app",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--no-access-log",
+            "--log-level",
+            "warning",
+        ]
+    log_path = workdir / f"server-{port}.log"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            command,
+            cwd=workdir,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    server = Server(f"http://127.0.0.1:{port}", process, log_path, env)
+    if wait:
+        wait_until_up(server)
+    return server
+
+
+def wait_until_up(server: Server, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.process.poll() is not None:
+            raise RuntimeError(f"server exited with {server.process.returncode}:\n{server.log()}")
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(server.url + "/healthz", timeout=1).status_code == 200:
+                return
+        time.sleep(0.1)
+    server.stop()
+    raise RuntimeError(f"server did not come up:\n{server.log()}")
+
+
+ServerFactory = Callable[..., Server]
+
+
+@pytest.fixture(scope="session")
+def server_factory(
+    tmp_path_factory: pytest.TempPathFactory, databases: Databases
+) -> Iterator[ServerFactory]:
+    """Start servers on demand: `server_factory(backend, workers=0, **env)`; stopped at the end."""
+    started: list[Server] = []
+    workdir = tmp_path_factory.mktemp("srv")
+
+    def factory(backend: str = "sqlite", *, workers: int = 0, **env: str) -> Server:
+        server = start_server(
+            workdir, service_env(DATABASE_URL=databases.url(backend), **env), workers=workers
+        )
+        started.append(server)
+        return server
+
+    yield factory
+    for server in started:
+        server.stop()
+
+
+@pytest.fixture(scope="session", params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture(scope="session")
+def api_server(backend: str, server_factory: ServerFactory) -> Server:
+    """The service on each backend with default settings, shared by the tests of the session."""
+    return server_factory(backend)
+
+
+@pytest.fixture
+def api(api_server: Server) -> Iterator[httpx.Client]:
+    client = api_server.client()
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def keyspace() -> str:
+    """A unique key prefix, so tests sharing a database never see each other's items."""
+    return f"t{uuid.uuid4().hex[:12]}."
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    require(REDIS, "Redis")
+    return "redis://127.0.0.1:6379/0"
