@@ -252,9 +252,8 @@ def server_factory(
     workdir = tmp_path_factory.mktemp("srv")
 
     def factory(backend: str = "sqlite", *, workers: int = 0, **env: str) -> Server:
-        server = start_server(
-            workdir, service_env(DATABASE_URL=databases.url(backend), **env), workers=workers
-        )
+        env = {"DATABASE_URL": databases.url(backend), **env}
+        server = start_server(workdir, service_env(**env), workers=workers)
         started.append(server)
         return server
 
