@@ -20,12 +20,22 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     from app.api import health, items
     from app.api.middleware import BodyLimitMiddleware, RequestIdMiddleware
     from app.api.problems import install_problem_handlers
+    from app.ratelimit.factory import build_limiter
+    from app.ratelimit.middleware import RateLimitMiddleware
+    from app.ratelimit.redis import RedisLimiter
+    from app.security.identity import ApiKeys
+    from app.security.middleware import AuthMiddleware, ClientMiddleware
     from app.store.db import configure_db_threads, shutdown_db_threads
+
+    limiter = build_limiter(settings)
+    keys = ApiKeys(settings.api_key_list)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         configure_db_threads(settings.db_threads, settings.db_timeout)
         yield
+        if isinstance(limiter, RedisLimiter):
+            await limiter.close()
         shutdown_db_threads()
 
     api = FastAPI(
@@ -34,10 +44,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description="A key-value HTTP service with safe retries and shared rate limits.",
         lifespan=lifespan,
     )
+    api.state.limiter = limiter
     install_problem_handlers(api)
     api.include_router(health.router)
     api.include_router(items.router)
-    # Added last = outermost: every response, even a refused body, gets an X-Request-ID.
+    # Each add_middleware wraps the previous ones: the last added runs first.
+    api.add_middleware(AuthMiddleware, keys=keys)
+    api.add_middleware(RateLimitMiddleware, limiter=limiter)
+    api.add_middleware(ClientMiddleware, keys=keys, trusted=settings.trusted_proxy_networks)
     api.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
     api.add_middleware(RequestIdMiddleware)
     return api

@@ -252,7 +252,8 @@ def server_factory(
     workdir = tmp_path_factory.mktemp("srv")
 
     def factory(backend: str = "sqlite", *, workers: int = 0, **env: str) -> Server:
-        env = {"DATABASE_URL": databases.url(backend), **env}
+        # A limit no functional test reaches; the rate-limit tests set their own.
+        env = {"DATABASE_URL": databases.url(backend), "KV_RATE_LIMIT": "1000000/minute", **env}
         server = start_server(workdir, service_env(**env), workers=workers)
         started.append(server)
         return server

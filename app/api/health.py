@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from starlette.responses import JSONResponse
 
+from app.ratelimit.redis import RedisLimiter
 from app.services import items as service
 from app.store.errors import DatabaseUnavailable
 
@@ -18,10 +19,21 @@ async def read_health() -> JSONResponse:
 
 
 @router.get("/readyz", responses={503: {"description": "A dependency is down."}})
-async def read_readiness() -> JSONResponse:
-    """200 when the database answers, 503 otherwise."""
+async def read_readiness(request: Request) -> JSONResponse:
+    """200 when the database answers (and Redis, if the limiter may not fall back), else 503."""
+    checks: dict[str, str] = {}
+    ready = True
     try:
         await service.database_ready()
+        checks["database"] = "up"
     except DatabaseUnavailable:
-        return JSONResponse({"status": "unavailable", "database": "down"}, status_code=503)
-    return JSONResponse({"status": "ok", "database": "up"})
+        checks["database"] = "down"
+        ready = False
+    limiter = request.app.state.limiter
+    if isinstance(limiter, RedisLimiter):
+        redis_up = await limiter.ping()
+        checks["redis"] = "up" if redis_up else "down"
+        # With the open policy a Redis outage degrades limits but the service still serves.
+        ready = ready and (redis_up or limiter.on_error == "open")
+    body = {"status": "ok" if ready else "unavailable", **checks}
+    return JSONResponse(body, status_code=200 if ready else 503)

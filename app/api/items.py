@@ -11,7 +11,7 @@ from starlette.responses import Response
 
 from app.api.body import encode_value, read_json
 from app.api.pagination import decode_cursor, encode_cursor
-from app.api.problems import ProblemError
+from app.api.problems import PROBLEM_JSON, ProblemError, problem_body, store_problem
 from app.api.schemas import (
     KEY_PATTERN,
     PREFIX_PATTERN,
@@ -22,13 +22,27 @@ from app.api.schemas import (
     Problem,
 )
 from app.config import get_settings
+from app.idempotency.keys import (
+    IdempotencyRequest,
+    MalformedIdempotencyKey,
+    fingerprint,
+    parse_idempotency_key,
+)
+from app.security.middleware import identity_of
 from app.services import items as service
+from app.services.writes import Renderer, WriteResult
+from app.store.errors import StoreError
+from app.store.idempotency import IdempotentOutcome, StoredResponse
 from app.store.items import ItemRecord
 
 router = APIRouter(prefix="/v1/items", tags=["items"])
 
 KeyPath = Annotated[str, Path(pattern=KEY_PATTERN, min_length=1, max_length=255)]
 IfMatch = Annotated[str | None, Header(description='Expected version as an ETag, e.g. "3", or *.')]
+IdempotencyKey = Annotated[
+    str | None,
+    Header(description="1..255 visible ASCII characters; retries with it never repeat the write."),
+]
 
 
 def _problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
@@ -58,13 +72,36 @@ def _item_body(record: ItemRecord) -> dict[str, Any]:
     }
 
 
-def _item_response(record: ItemRecord, status: int = 200, **headers: str) -> Response:
-    return Response(
-        orjson.dumps(_item_body(record), option=orjson.OPT_UTC_Z),
-        status,
-        headers={"ETag": f'"{record.version}"', **headers},
-        media_type="application/json",
-    )
+def _item_bytes(record: ItemRecord) -> bytes:
+    return orjson.dumps(_item_body(record), option=orjson.OPT_UTC_Z)
+
+
+def _renderer(status: int) -> Renderer:
+    """How a write's outcome is rendered (and, with an Idempotency-Key, stored for replay)."""
+
+    def render(result: WriteResult) -> StoredResponse:
+        if isinstance(result, StoreError):
+            problem = store_problem(result)
+            return StoredResponse(
+                problem.status,
+                problem_body(problem.status, problem.code, problem.detail),
+                {**problem.headers, "Content-Type": PROBLEM_JSON},
+            )
+        if result is None:
+            return StoredResponse(204, b"", {})
+        headers = {"Content-Type": "application/json", "ETag": f'"{result.version}"'}
+        if status == 201:
+            headers["Location"] = f"/v1/items/{result.key}"
+        return StoredResponse(status, _item_bytes(result), headers)
+
+    return render
+
+
+def _to_response(outcome: IdempotentOutcome) -> Response:
+    headers = dict(outcome.response.headers)
+    if outcome.replayed:
+        headers["Idempotent-Replayed"] = "true"
+    return Response(outcome.response.body, outcome.response.status, headers=headers)
 
 
 def _expected_version(if_match: str | None) -> int | None:
@@ -77,6 +114,22 @@ def _expected_version(if_match: str | None) -> int | None:
     raise ProblemError(400, "bad_request", 'If-Match must be a version ETag such as "3", or *')
 
 
+def _idempotency(
+    request: Request, header: str | None, body: Any, if_match: str | None
+) -> IdempotencyRequest | None:
+    try:
+        key = parse_idempotency_key(header)
+    except MalformedIdempotencyKey as exc:
+        raise ProblemError(400, "bad_request", str(exc)) from exc
+    if key is None:
+        return None
+    return IdempotencyRequest(
+        client=identity_of(request.scope).id,
+        key=key,
+        fingerprint=fingerprint(request.method, request.url.path, body, if_match),
+    )
+
+
 @router.post(
     "",
     status_code=201,
@@ -84,39 +137,51 @@ def _expected_version(if_match: str | None) -> int | None:
     responses=_problems(409, 413, 415),
     openapi_extra=_body_schema(ItemCreate),
 )
-async def create_item(request: Request) -> Response:
+async def create_item(request: Request, idempotency_key: IdempotencyKey = None) -> Response:
     """Create an item; 409 if the key exists."""
     body = await read_json(request, ItemCreate)
     encode_value(body.value, get_settings().max_value_bytes)
-    record = await service.create_item(body.key, body.value)
-    return _item_response(record, 201, Location=f"/v1/items/{record.key}")
+    idempotency = _idempotency(request, idempotency_key, body.model_dump(), None)
+    outcome = await service.create_item(body.key, body.value, _renderer(201), idempotency)
+    return _to_response(outcome)
 
 
 @router.get("/{key}", response_model=ItemOut, responses=_problems(404))
 async def read_item(key: KeyPath) -> Response:
     """Fetch one item by key."""
-    return _item_response(await service.read_item(key))
+    record = await service.read_item(key)
+    return Response(
+        _item_bytes(record), headers={"ETag": f'"{record.version}"'}, media_type="application/json"
+    )
 
 
 @router.put(
     "/{key}",
     response_model=ItemOut,
-    responses=_problems(404, 412, 413, 415),
+    responses=_problems(404, 409, 412, 413, 415),
     openapi_extra=_body_schema(ItemUpdate),
 )
-async def update_item(key: KeyPath, request: Request, if_match: IfMatch = None) -> Response:
+async def update_item(
+    key: KeyPath, request: Request, if_match: IfMatch = None, idempotency_key: IdempotencyKey = None
+) -> Response:
     """Replace an item's value and bump its version; If-Match makes it conditional."""
     expected = _expected_version(if_match)
     body = await read_json(request, ItemUpdate)
     encode_value(body.value, get_settings().max_value_bytes)
-    return _item_response(await service.update_item(key, body.value, expected))
+    idempotency = _idempotency(request, idempotency_key, body.model_dump(), if_match)
+    outcome = await service.update_item(key, body.value, expected, _renderer(200), idempotency)
+    return _to_response(outcome)
 
 
-@router.delete("/{key}", status_code=204, responses=_problems(404, 412))
-async def delete_item(key: KeyPath, if_match: IfMatch = None) -> Response:
+@router.delete("/{key}", status_code=204, responses=_problems(404, 409, 412))
+async def delete_item(
+    key: KeyPath, request: Request, if_match: IfMatch = None, idempotency_key: IdempotencyKey = None
+) -> Response:
     """Delete an item; If-Match makes it conditional."""
-    await service.delete_item(key, _expected_version(if_match))
-    return Response(status_code=204)
+    expected = _expected_version(if_match)
+    idempotency = _idempotency(request, idempotency_key, None, if_match)
+    outcome = await service.delete_item(key, expected, _renderer(204), idempotency)
+    return _to_response(outcome)
 
 
 @router.get("", response_model=PageOut, responses=_problems())

@@ -13,7 +13,15 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
 from app.observability.context import request_id_var
-from app.store.errors import DatabaseUnavailable, ItemNotFound, KeyExists, VersionMismatch
+from app.store.errors import (
+    DatabaseUnavailable,
+    IdempotencyInProgress,
+    IdempotencyKeyReused,
+    ItemNotFound,
+    KeyExists,
+    StoreError,
+    VersionMismatch,
+)
 
 PROBLEM_JSON = "application/problem+json"
 DB_RETRY_AFTER_SECONDS = 1
@@ -59,15 +67,10 @@ class ProblemError(Exception):
         self.errors = errors
 
 
-def problem_response(
-    status: int,
-    code: str,
-    detail: str,
-    *,
-    headers: Mapping[str, str] | None = None,
-    errors: Sequence[Mapping[str, Any]] | None = None,
-) -> Response:
-    """A problem+json response carrying the request id."""
+def problem_body(
+    status: int, code: str, detail: str, errors: Sequence[Mapping[str, Any]] | None = None
+) -> bytes:
+    """The problem document, carrying the request id."""
     body: dict[str, Any] = {
         "type": f"urn:kvkit:problem:{code}",
         "title": TITLES.get(code, "Error"),
@@ -78,9 +81,60 @@ def problem_response(
     }
     if errors is not None:
         body["errors"] = list(errors)
+    return orjson.dumps(body)
+
+
+def problem_response(
+    status: int,
+    code: str,
+    detail: str,
+    *,
+    headers: Mapping[str, str] | None = None,
+    errors: Sequence[Mapping[str, Any]] | None = None,
+) -> Response:
+    """A problem+json response."""
     return Response(
-        orjson.dumps(body), status, headers=dict(headers or {}), media_type=PROBLEM_JSON
+        problem_body(status, code, detail, errors),
+        status,
+        headers=dict(headers or {}),
+        media_type=PROBLEM_JSON,
     )
+
+
+def store_problem(exc: StoreError) -> ProblemError:
+    """How each deliberate store outcome looks to a client."""
+    if isinstance(exc, ItemNotFound):
+        return ProblemError(404, "not_found", f"no item with key {exc}")
+    if isinstance(exc, KeyExists):
+        return ProblemError(409, "key_exists", f"an item with key {exc} exists already")
+    if isinstance(exc, VersionMismatch):
+        return ProblemError(
+            412,
+            "version_mismatch",
+            f"If-Match does not match the current version {exc.current_version}",
+            headers={"ETag": f'"{exc.current_version}"'},
+        )
+    if isinstance(exc, IdempotencyInProgress):
+        return ProblemError(
+            409,
+            "idempotency_in_progress",
+            "a request with this Idempotency-Key is still being processed; retry shortly",
+            headers={"Retry-After": "1"},
+        )
+    if isinstance(exc, IdempotencyKeyReused):
+        return ProblemError(
+            422,
+            "idempotency_key_reused",
+            "this Idempotency-Key was used for a different request; use a new key",
+        )
+    if isinstance(exc, DatabaseUnavailable):
+        return ProblemError(
+            503,
+            "service_unavailable",
+            "the database is unavailable; retry later",
+            headers={"Retry-After": str(DB_RETRY_AFTER_SECONDS)},
+        )
+    raise TypeError(f"no problem mapping for {type(exc).__name__}") from exc
 
 
 def install_problem_handlers(app: FastAPI) -> None:
@@ -104,29 +158,11 @@ def install_problem_handlers(app: FastAPI) -> None:
         assert isinstance(exc, RequestValidationError)
         return validation_problem(exc.errors())
 
-    async def on_not_found(_: Request, exc: Exception) -> Response:
-        return problem_response(404, "not_found", f"no item with key {exc}")
-
-    async def on_key_exists(_: Request, exc: Exception) -> Response:
-        return problem_response(409, "key_exists", f"an item with key {exc} exists already")
-
-    async def on_version(_: Request, exc: Exception) -> Response:
-        assert isinstance(exc, VersionMismatch)
-        return problem_response(
-            412,
-            "version_mismatch",
-            f"If-Match does not match the current version {exc.current_version}",
-            headers={"ETag": f'"{exc.current_version}"'},
-        )
-
-    async def on_unavailable(_: Request, exc: Exception) -> Response:
-        logger.warning("database unavailable: %s", exc)
-        return problem_response(
-            503,
-            "service_unavailable",
-            "the database is unavailable; retry later",
-            headers={"Retry-After": str(DB_RETRY_AFTER_SECONDS)},
-        )
+    async def on_store_error(_: Request, exc: Exception) -> Response:
+        assert isinstance(exc, StoreError)
+        if isinstance(exc, DatabaseUnavailable):
+            logger.warning("database unavailable: %s", exc)
+        return await on_problem(_, store_problem(exc))
 
     async def on_unexpected(_: Request, exc: Exception) -> Response:
         logger.error("unhandled error", exc_info=exc)
@@ -135,10 +171,7 @@ def install_problem_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ProblemError, on_problem)
     app.add_exception_handler(StarletteHTTPException, on_http)
     app.add_exception_handler(RequestValidationError, on_validation)
-    app.add_exception_handler(ItemNotFound, on_not_found)
-    app.add_exception_handler(KeyExists, on_key_exists)
-    app.add_exception_handler(VersionMismatch, on_version)
-    app.add_exception_handler(DatabaseUnavailable, on_unavailable)
+    app.add_exception_handler(StoreError, on_store_error)
     app.add_exception_handler(Exception, on_unexpected)
 
 

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
+from app.idempotency.keys import IdempotencyRequest
+from app.services.writes import Renderer, perform_write
 from app.store import items as store
 from app.store.db import run_db
+from app.store.idempotency import IdempotentOutcome
 from app.store.items import ItemRecord
 
 
@@ -13,20 +17,37 @@ async def read_item(key: str) -> ItemRecord:
     return await run_db(store.get_item, key)
 
 
-async def create_item(key: str, value: Any) -> ItemRecord:
-    return await run_db(store.create_item, key, value)
-
-
-async def update_item(key: str, value: Any, expected_version: int | None) -> ItemRecord:
-    return await run_db(store.update_item, key, value, expected_version)
-
-
-async def delete_item(key: str, expected_version: int | None) -> None:
-    await run_db(store.delete_item, key, expected_version)
-
-
 async def list_items(limit: int, after: str | None, prefix: str | None) -> list[ItemRecord]:
     return await run_db(store.list_items, limit, after, prefix)
+
+
+async def create_item(
+    key: str, value: Any, render: Renderer, idempotency: IdempotencyRequest | None
+) -> IdempotentOutcome:
+    return await perform_write(
+        functools.partial(store.create_item, key, value), render, idempotency
+    )
+
+
+async def update_item(
+    key: str,
+    value: Any,
+    expected_version: int | None,
+    render: Renderer,
+    idempotency: IdempotencyRequest | None,
+) -> IdempotentOutcome:
+    operation = functools.partial(store.update_item, key, value, expected_version)
+    return await perform_write(operation, render, idempotency)
+
+
+async def delete_item(
+    key: str,
+    expected_version: int | None,
+    render: Renderer,
+    idempotency: IdempotencyRequest | None,
+) -> IdempotentOutcome:
+    operation = functools.partial(store.delete_item, key, expected_version)
+    return await perform_write(operation, render, idempotency)
 
 
 async def database_ready() -> None:

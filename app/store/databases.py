@@ -19,9 +19,9 @@ def database_config() -> dict[str, Any]:
     timeout = settings.db_timeout
     options: dict[str, Any] = dict(config.get("OPTIONS") or {})
     if engine.endswith("postgresql"):
+        options.setdefault("application_name", "kvkit")
         options.update(
             connect_timeout=max(1, math.ceil(timeout)),
-            application_name="kvkit",
             options=f"-c statement_timeout={int(timeout * 1000)}"
             f" -c lock_timeout={int(timeout * 1000)}",
             # Django's psycopg pool: connections return to it when closed in their own thread.

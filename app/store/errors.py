@@ -25,3 +25,11 @@ class VersionMismatch(StoreError):
 
 class DatabaseUnavailable(StoreError):
     """The database did not answer in time or refused the connection; safe to retry later."""
+
+
+class IdempotencyInProgress(StoreError):
+    """Another request with this Idempotency-Key has not finished yet."""
+
+
+class IdempotencyKeyReused(StoreError):
+    """The Idempotency-Key was used before for a different request."""

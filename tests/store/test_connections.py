@@ -15,12 +15,14 @@ from tests.conftest import POSTGRES, Databases, ServerFactory
 from tests.tcp_proxy import TcpProxy
 
 
+_APP_NAME = "kvkit-bound-test"
+
+
 def _app_connections(database: str) -> int:
     with psycopg.connect("host=127.0.0.1 port=5432 user=postgres dbname=postgres") as conn:
         row = conn.execute(
-            "SELECT count(*) FROM pg_stat_activity"
-            " WHERE datname = %s AND application_name = 'kvkit'",
-            [database],
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND application_name = %s",
+            [database, _APP_NAME],
         ).fetchone()
     assert row is not None
     return int(row[0])
@@ -30,7 +32,10 @@ def test_200_concurrent_requests_use_at_most_db_threads_connections(
     server_factory: ServerFactory, databases: Databases, keyspace: str
 ) -> None:
     """200 concurrent requests use at most KV_DB_THREADS connections; then back to idle."""
-    server = server_factory("postgres", KV_DB_THREADS="4", KV_DB_POOL_MAX_IDLE="1")
+    url = databases.url("postgres") + f"?application_name={_APP_NAME}"
+    server = server_factory(
+        "postgres", DATABASE_URL=url, KV_DB_THREADS="4", KV_DB_POOL_MAX_IDLE="1"
+    )
     database = urlparse(databases.url("postgres")).path.lstrip("/")
     client = server.client(limits=httpx.Limits(max_connections=200))
     assert client.get("/readyz").status_code == 200

@@ -1,0 +1,1 @@
+"""Idempotency-Key handling: validation, request fingerprints and exactly-once writes."""

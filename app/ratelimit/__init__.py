@@ -1,0 +1,1 @@
+"""Per-client rate limiting: a sliding log in Redis, or in process without Redis."""

@@ -1,0 +1,88 @@
+"""Resolve the caller of a request: an API key when one is valid, else the client address."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import ipaddress
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from starlette.types import Scope
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+@dataclass(frozen=True, slots=True)
+class ClientIdentity:
+    """The bucket and idempotency scope of a request; `id` never contains a secret."""
+
+    id: str
+    authenticated: bool
+
+
+class ApiKeys:
+    """The configured keys; comparison is constant-time over every key."""
+
+    def __init__(self, keys: Sequence[str]) -> None:
+        self._keys = [key.encode() for key in keys]
+
+    @property
+    def required(self) -> bool:
+        return bool(self._keys)
+
+    def match(self, presented: str | None) -> str | None:
+        """A stable, non-secret id for a valid key, else None."""
+        if not presented or not self._keys:
+            return None
+        candidate = presented.encode()
+        found = False
+        for key in self._keys:  # no early exit: timing does not reveal which key matched
+            found |= hmac.compare_digest(candidate, key)
+        return "key:" + hashlib.sha256(candidate).hexdigest()[:24] if found else None
+
+
+def presented_key(scope: Scope) -> str | None:
+    """The key from `Authorization: Bearer <key>` or `X-API-Key`."""
+    for name, value in scope["headers"]:
+        if name == b"authorization":
+            scheme, _, token = value.decode("latin-1").partition(" ")
+            if scheme.lower() == "bearer" and token.strip():
+                return token.strip()
+        elif name == b"x-api-key" and value.strip():
+            return value.decode("latin-1").strip()
+    return None
+
+
+def client_address(scope: Scope, trusted: Sequence[Network]) -> str:
+    """The socket peer, or the address a trusted proxy saw, reading X-Forwarded-For right to left.
+
+    Only hops appended by trusted proxies are believed; the first untrusted address is the client,
+    so a spoofed header from anyone else never selects another bucket.
+    """
+    peer = scope["client"][0] if scope.get("client") else "unknown"
+    if not trusted:
+        return peer
+    forwarded = [
+        part.strip()
+        for name, value in scope["headers"]
+        if name == b"x-forwarded-for"
+        for part in value.decode("latin-1").split(",")
+    ]
+    current = peer
+    for hop in reversed(forwarded):
+        if not _is_trusted(current, trusted):
+            break
+        try:
+            current = str(ipaddress.ip_address(hop))
+        except ValueError:
+            break  # garbage from further out: stop at the last address a trusted proxy vouched for
+    return current
+
+
+def _is_trusted(address: str, trusted: Sequence[Network]) -> bool:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in network for network in trusted)
