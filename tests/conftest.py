@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -291,3 +292,69 @@ def keyspace() -> str:
 def redis_url() -> str:
     require(REDIS, "Redis")
     return "redis://127.0.0.1:6379/0"
+
+
+# --------------------------------------------------------------------------- private instances
+
+
+class PrivateRedis:
+    """A Redis of the test's own on a free port, so outage tests never touch the shared one."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.port = free_port()
+        self.workdir = workdir
+        self.process: subprocess.Popen[bytes] | None = None
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            [
+                "redis-server",
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.workdir),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 10
+        while not port_open(("127.0.0.1", self.port)):
+            if time.monotonic() > deadline:
+                raise RuntimeError("private redis-server did not start")
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            self.process.wait(10)
+            self.process = None
+
+    def client(self):  # type: ignore[no-untyped-def]
+        import redis
+
+        return redis.Redis(port=self.port, socket_timeout=2)
+
+
+@pytest.fixture
+def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
+    if shutil.which("redis-server") is None:
+        if CI:
+            pytest.fail("redis-server is not installed; CI=true requires it")
+        pytest.skip("redis-server is not installed")
+    instance = PrivateRedis(tmp_path)
+    instance.start()
+    yield instance
+    instance.stop()
+
+
+@pytest.fixture
+def api_keys() -> list[str]:
+    """Fresh API keys, so every test has buckets and idempotency scopes of its own."""
+    return [uuid.uuid4().hex for _ in range(2)]

@@ -14,7 +14,6 @@ import pytest
 from tests.conftest import POSTGRES, Databases, ServerFactory
 from tests.tcp_proxy import TcpProxy
 
-
 _APP_NAME = "kvkit-bound-test"
 
 

@@ -1,0 +1,132 @@
+"""Properties of docker/Dockerfile and .dockerignore, plus hadolint's verdict."""
+
+from __future__ import annotations
+
+import json
+import re
+import runpy
+
+from tests.deploy.tools import REPO, run_tool
+
+DOCKERFILE = REPO / "docker" / "Dockerfile"
+
+Instruction = tuple[str, str]
+
+
+def instructions() -> list[Instruction]:
+    """The Dockerfile as (KEYWORD, arguments) pairs, continuation lines joined."""
+    logical = re.sub(r"\\\n", " ", DOCKERFILE.read_text())
+    lines = [line.strip() for line in logical.splitlines()]
+    pairs = [line.split(None, 1) for line in lines if line and not line.startswith("#")]
+    return [(pair[0].upper(), pair[1] if len(pair) > 1 else "") for pair in pairs]
+
+
+def stages() -> list[list[Instruction]]:
+    """Instructions grouped by build stage, each starting with its FROM."""
+    grouped: list[list[Instruction]] = []
+    for keyword, args in instructions():
+        if keyword == "FROM":
+            grouped.append([])
+        grouped[-1].append((keyword, args))
+    return grouped
+
+
+def final_stage() -> list[Instruction]:
+    return stages()[-1]
+
+
+def base_image(stage: list[Instruction]) -> str:
+    return stage[0][1].split()[0]
+
+
+def test_hadolint_reports_nothing() -> None:
+    """hadolint finds no issue at any severity, with no rule ignored."""
+    result = run_tool("hadolint", "--no-color", "--failure-threshold", "style", str(DOCKERFILE))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout == ""
+    assert "hadolint ignore" not in DOCKERFILE.read_text()
+    assert not list(REPO.glob(".hadolint.y*ml"))
+
+
+def test_build_is_multi_stage_with_the_venv_copied_from_the_builder() -> None:
+    """The runtime stage takes only the virtualenv from the builder stage."""
+    assert len(stages()) >= 2
+    copies_from = [args for keyword, args in final_stage() if "--from=" in args]
+    assert copies_from == ["--from=builder /opt/venv /opt/venv"]
+
+
+def test_final_stage_installs_no_compilers() -> None:
+    """No build toolchain reaches the runtime image."""
+    runs = " ".join(args for keyword, args in final_stage() if keyword == "RUN")
+    for tool in ("gcc", "build-essential", "apt-get install", "pip install"):
+        assert tool not in runs
+
+
+def test_base_images_are_pinned_slim_python_tags() -> None:
+    """Every stage starts from the same pinned python:3.11.x slim tag."""
+    images = {base_image(stage) for stage in stages()}
+    assert len(images) == 1
+    (image,) = images
+    assert re.fullmatch(r"python:3\.11\.\d+-slim-bookworm", image), image
+
+
+def test_final_stage_runs_as_numeric_uid_of_10001_or_more() -> None:
+    """The runtime user is numeric (checkable by runAsNonRoot) and not a host UID."""
+    users = [args for keyword, args in final_stage() if keyword == "USER"]
+    assert users, "no USER in the final stage"
+    uid, _, gid = users[-1].partition(":")
+    assert int(uid) >= 10001
+    assert not gid or int(gid) >= 10001
+
+
+def test_cmd_and_entrypoint_use_exec_form() -> None:
+    """gunicorn runs as PID 1 and receives SIGTERM directly."""
+    commands = [args for keyword, args in instructions() if keyword in {"CMD", "ENTRYPOINT"}]
+    assert commands
+    for args in commands:
+        assert isinstance(json.loads(args), list), args
+
+
+def test_server_is_gunicorn_with_the_uvicorn_worker_package() -> None:
+    """The image runs gunicorn with docker/gunicorn.conf.py, whose worker is uvicorn-worker's."""
+    (cmd,) = [json.loads(args) for keyword, args in final_stage() if keyword == "CMD"]
+    assert cmd == ["gunicorn", "-c", "docker/gunicorn.conf.py", "app.main:app"]
+    conf = runpy.run_path(str(REPO / "docker" / "gunicorn.conf.py"))
+    assert conf["worker_class"] == "uvicorn_worker.UvicornWorker"
+    assert "uvicorn.workers" not in (REPO / "docker" / "gunicorn.conf.py").read_text()
+
+
+def test_healthcheck_uses_python_not_curl() -> None:
+    """The healthcheck works in a slim image, which has no curl or wget."""
+    (check,) = [args for keyword, args in final_stage() if keyword == "HEALTHCHECK"]
+    command = json.loads(check.split(" CMD ", 1)[1])
+    assert command[0] == "python"
+    assert "urllib.request" in command[-1] and "/healthz" in command[-1]
+    assert "curl" not in check and "wget" not in check
+
+
+def test_metrics_dir_is_set_and_owned_by_the_runtime_user() -> None:
+    """PROMETHEUS_MULTIPROC_DIR exists and belongs to UID 10001, even without a volume."""
+    env = " ".join(args for keyword, args in final_stage() if keyword == "ENV")
+    match = re.search(r"PROMETHEUS_MULTIPROC_DIR=(\S+)", env)
+    assert match
+    runs = " ".join(args for keyword, args in final_stage() if keyword == "RUN")
+    assert f"mkdir -p {match.group(1)}" in runs
+    assert "chown -R 10001:10001" in runs
+
+
+def test_port_8000_is_exposed() -> None:
+    """The image documents the port gunicorn binds."""
+    assert ("EXPOSE", "8000") in final_stage()
+
+
+def test_dockerignore_keeps_local_state_out_of_the_context() -> None:
+    """The build context starts empty and never carries venvs, git data, databases or .env."""
+    patterns = [
+        line.strip()
+        for line in (REPO / ".dockerignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+    assert patterns[0] == "*"
+    for pattern in (".git", ".venv", "**/.env", "**/*.sqlite3", "**/__pycache__", "**/build"):
+        assert pattern in patterns

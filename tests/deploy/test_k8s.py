@@ -1,0 +1,467 @@
+"""Properties of the rendered Kubernetes overlays (the checks of kube-linter and kube-score)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.deploy.settings import is_known_setting
+from tests.deploy.tools import REPO, run_tool
+
+KUBERNETES_VERSION = "1.33.0"
+WORKLOAD_KINDS = {"Deployment", "StatefulSet", "DaemonSet", "Job", "CronJob"}
+LONG_RUNNING_KINDS = {"Deployment", "StatefulSet", "DaemonSet"}
+GUNICORN_GRACEFUL_TIMEOUT_DEFAULT = 20
+
+Manifest = dict[str, Any]
+Render = Callable[[str], list[Manifest]]
+
+
+def of_kind(manifests: list[Manifest], kind: str) -> list[Manifest]:
+    return [m for m in manifests if m["kind"] == kind]
+
+
+def named(manifests: list[Manifest], kind: str, name: str) -> Manifest:
+    matches = [m for m in of_kind(manifests, kind) if m["metadata"]["name"] == name]
+    assert len(matches) == 1, f"expected one {kind} {name}"
+    return matches[0]
+
+
+def pod_template(workload: Manifest) -> dict[str, Any]:
+    spec = workload["spec"]
+    if workload["kind"] == "CronJob":
+        spec = spec["jobTemplate"]["spec"]
+    template: dict[str, Any] = spec["template"]
+    return template
+
+
+def workloads(manifests: list[Manifest], kinds: set[str] = WORKLOAD_KINDS) -> list[Manifest]:
+    return [m for m in manifests if m["kind"] in kinds]
+
+
+def containers(
+    manifests: list[Manifest], kinds: set[str] = WORKLOAD_KINDS
+) -> Iterator[tuple[Manifest, dict[str, Any]]]:
+    for workload in workloads(manifests, kinds):
+        spec = pod_template(workload)["spec"]
+        for container in spec.get("initContainers", []) + spec["containers"]:
+            yield workload, container
+
+
+def api(manifests: list[Manifest]) -> Manifest:
+    return named(manifests, "Deployment", "kvkit-api")
+
+
+def api_container(manifests: list[Manifest]) -> dict[str, Any]:
+    container: dict[str, Any] = pod_template(api(manifests))["spec"]["containers"][0]
+    return container
+
+
+def matches(selector: dict[str, str], labels: dict[str, str]) -> bool:
+    return all(labels.get(key) == value for key, value in selector.items())
+
+
+def container_env(manifests: list[Manifest], container: dict[str, Any]) -> dict[str, str]:
+    """The environment a container sees: its ConfigMaps and Secrets, then its own env."""
+    env: dict[str, str] = {}
+    for source in container.get("envFrom", []):
+        if "configMapRef" in source:
+            env.update(named(manifests, "ConfigMap", source["configMapRef"]["name"])["data"])
+    env.update({e["name"]: e["value"] for e in container.get("env", []) if "value" in e})
+    return env
+
+
+def test_manifests_pass_strict_schema_validation(manifests: list[Manifest], tmp_path: Path) -> None:
+    """Every rendered object is valid, with no unknown fields, for the target Kubernetes version."""
+    rendered = tmp_path / "rendered.yaml"
+    rendered.write_text(yaml.safe_dump_all(manifests))
+    args = ("--strict", "--quiet", "-k", KUBERNETES_VERSION, str(rendered))
+    result = run_tool("kubernetes-validate", *args)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_example_secret_passes_strict_schema_validation() -> None:
+    """The documented example Secret is itself a valid object."""
+    args = ("--strict", "--quiet", "-k", KUBERNETES_VERSION, "k8s/base/secret.example.yaml")
+    result = run_tool("kubernetes-validate", *args)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_long_running_containers_have_liveness_and_readiness_probes(
+    manifests: list[Manifest],
+) -> None:
+    """Every long-running container declares both probes, and they differ."""
+    for workload, container in containers(manifests, LONG_RUNNING_KINDS):
+        where = f"{workload['metadata']['name']}/{container['name']}"
+        assert "livenessProbe" in container, where
+        assert "readinessProbe" in container, where
+        assert container["livenessProbe"] != container["readinessProbe"], where
+
+
+def test_api_liveness_probe_never_checks_the_database(manifests: list[Manifest]) -> None:
+    """The API's liveness probe asks /healthz, never the DB-backed /readyz."""
+    assert api_container(manifests)["livenessProbe"]["httpGet"]["path"] == "/healthz"
+
+
+def test_api_readiness_probe_checks_readyz(manifests: list[Manifest]) -> None:
+    """The API leaves the Service while /readyz reports its database unreachable."""
+    assert api_container(manifests)["readinessProbe"]["httpGet"]["path"] == "/readyz"
+
+
+def test_api_startup_probe_does_not_check_the_database(manifests: list[Manifest]) -> None:
+    """A slow start is covered by a startup probe on /healthz, not by a long liveness delay."""
+    assert api_container(manifests)["startupProbe"]["httpGet"]["path"] == "/healthz"
+
+
+def test_probes_use_a_declared_container_port(manifests: list[Manifest]) -> None:
+    """Named probe ports refer to a port the container declares."""
+    for _, container in containers(manifests):
+        port_names = {p.get("name") for p in container.get("ports", [])}
+        for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+            action = container.get(probe, {}).get("httpGet") or container.get(probe, {}).get(
+                "tcpSocket"
+            )
+            if action and isinstance(action["port"], str):
+                assert action["port"] in port_names, f"{container['name']} {probe}"
+
+
+def test_every_container_sets_cpu_and_memory_requests_and_limits(
+    manifests: list[Manifest],
+) -> None:
+    """No container runs without CPU and memory requests and limits."""
+    for _, container in containers(manifests):
+        resources = container["resources"]
+        for bound in ("requests", "limits"):
+            assert {"cpu", "memory"} <= set(resources[bound]), f"{container['name']} {bound}"
+
+
+def test_every_pod_runs_as_non_root(manifests: list[Manifest]) -> None:
+    """Every pod refuses to start as root."""
+    for workload in workloads(manifests):
+        context = pod_template(workload)["spec"]["securityContext"]
+        assert context["runAsNonRoot"] is True, workload["metadata"]["name"]
+        assert context["runAsUser"] > 0, workload["metadata"]["name"]
+
+
+def test_kvkit_containers_run_with_uid_and_gid_of_10001_or_more(manifests: list[Manifest]) -> None:
+    """kvkit's own containers use a UID/GID that cannot collide with a host user."""
+    for workload in workloads(manifests):
+        spec = pod_template(workload)["spec"]
+        for container in spec["containers"]:
+            if container["image"].split(":")[0] != "kvkit":
+                continue
+            context = {**spec["securityContext"], **container.get("securityContext", {})}
+            assert context["runAsUser"] >= 10001, container["name"]
+            assert context["runAsGroup"] >= 10001, container["name"]
+
+
+def test_every_container_has_a_read_only_root_filesystem(manifests: list[Manifest]) -> None:
+    """No container can write to its image's filesystem."""
+    for _, container in containers(manifests):
+        assert container["securityContext"]["readOnlyRootFilesystem"] is True, container["name"]
+
+
+def test_no_container_allows_privilege_escalation(manifests: list[Manifest]) -> None:
+    """setuid binaries cannot raise any container's privileges."""
+    for _, container in containers(manifests):
+        assert container["securityContext"]["allowPrivilegeEscalation"] is False, container["name"]
+
+
+def test_every_container_drops_all_capabilities(manifests: list[Manifest]) -> None:
+    """Containers start with no Linux capabilities."""
+    for _, container in containers(manifests):
+        assert container["securityContext"]["capabilities"]["drop"] == ["ALL"], container["name"]
+
+
+def test_every_pod_uses_the_runtime_default_seccomp_profile(manifests: list[Manifest]) -> None:
+    """System calls are filtered by the runtime's default seccomp profile."""
+    for workload in workloads(manifests):
+        context = pod_template(workload)["spec"]["securityContext"]
+        assert context["seccompProfile"]["type"] == "RuntimeDefault", workload["metadata"]["name"]
+
+
+def test_namespace_enforces_the_restricted_pod_security_standard(
+    manifests: list[Manifest],
+) -> None:
+    """The namespace rejects pods that do not meet the restricted standard."""
+    (namespace,) = of_kind(manifests, "Namespace")
+    assert namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
+
+
+def test_every_image_is_pinned_to_a_version_tag(manifests: list[Manifest]) -> None:
+    """Images name an explicit tag or digest, never latest."""
+    for _, container in containers(manifests):
+        image = container["image"]
+        name, _, tag = image.rpartition(":")
+        assert "@sha256:" in image or (name and tag and tag != "latest" and "/" not in tag), image
+
+
+def test_pods_do_not_mount_a_service_account_token(manifests: list[Manifest]) -> None:
+    """No pod gets Kubernetes API credentials it has no use for."""
+    for workload in workloads(manifests):
+        spec = pod_template(workload)["spec"]
+        assert spec["automountServiceAccountToken"] is False, workload["metadata"]["name"]
+
+
+def test_every_service_account_used_by_a_pod_exists(manifests: list[Manifest]) -> None:
+    """Pods never refer to a ServiceAccount the overlay does not create."""
+    accounts = {m["metadata"]["name"] for m in of_kind(manifests, "ServiceAccount")}
+    for workload in workloads(manifests):
+        assert pod_template(workload)["spec"].get("serviceAccountName", "default") in (
+            accounts | {"default"}
+        )
+
+
+def test_api_and_migration_do_not_use_the_default_service_account(
+    manifests: list[Manifest],
+) -> None:
+    """kvkit's own pods run under their own ServiceAccount."""
+    for name in ("kvkit-api", "kvkit-migrate"):
+        workload = next(m for m in workloads(manifests) if m["metadata"]["name"] == name)
+        assert pod_template(workload)["spec"]["serviceAccountName"] == "kvkit"
+
+
+def test_pdb_selects_exactly_the_api_pods(manifests: list[Manifest]) -> None:
+    """The PodDisruptionBudget's selector is the Deployment's selector."""
+    (pdb,) = of_kind(manifests, "PodDisruptionBudget")
+    assert pdb["spec"]["selector"] == api(manifests)["spec"]["selector"]
+
+
+def test_pdb_allows_one_pod_to_be_evicted(manifests: list[Manifest]) -> None:
+    """Node drains can always proceed, whatever the replica count."""
+    (pdb,) = of_kind(manifests, "PodDisruptionBudget")
+    assert pdb["spec"]["maxUnavailable"] == 1
+
+
+def test_every_service_selects_pods_of_some_workload(manifests: list[Manifest]) -> None:
+    """No Service is left without pods to route to."""
+    pod_labels = [pod_template(w)["metadata"]["labels"] for w in workloads(manifests)]
+    for service in of_kind(manifests, "Service"):
+        selector = service["spec"]["selector"]
+        assert any(matches(selector, labels) for labels in pod_labels), service["metadata"]["name"]
+
+
+def test_api_service_selects_the_api_pods_only(manifests: list[Manifest]) -> None:
+    """The kvkit Service routes to API pods, never to database or migration pods."""
+    selector = named(manifests, "Service", "kvkit")["spec"]["selector"]
+    for workload in workloads(manifests):
+        selected = matches(selector, pod_template(workload)["metadata"]["labels"])
+        assert selected == (workload["metadata"]["name"] == "kvkit-api"), workload["metadata"]
+
+
+def test_service_target_ports_name_container_ports(manifests: list[Manifest]) -> None:
+    """Each Service's targetPort is a port the selected containers declare."""
+    for service in of_kind(manifests, "Service"):
+        for workload in workloads(manifests):
+            template = pod_template(workload)
+            if not matches(service["spec"]["selector"], template["metadata"]["labels"]):
+                continue
+            declared = {
+                p.get("name") for c in template["spec"]["containers"] for p in c.get("ports", [])
+            }
+            for port in service["spec"]["ports"]:
+                assert port["targetPort"] in declared, service["metadata"]["name"]
+
+
+def api_policy(manifests: list[Manifest]) -> Manifest:
+    return named(manifests, "NetworkPolicy", "kvkit-api")
+
+
+def test_every_pod_is_isolated_by_a_network_policy(manifests: list[Manifest]) -> None:
+    """No pod accepts or opens connections that no NetworkPolicy allows."""
+    policies = of_kind(manifests, "NetworkPolicy")
+    for workload in workloads(manifests):
+        labels = pod_template(workload)["metadata"]["labels"]
+        selecting = [
+            p for p in policies if matches(p["spec"]["podSelector"]["matchLabels"], labels)
+        ]
+        assert selecting, workload["metadata"]["name"]
+        for policy in selecting:
+            assert set(policy["spec"]["policyTypes"]) == {"Ingress", "Egress"}
+
+
+def test_network_policy_selects_the_api_pods(manifests: list[Manifest]) -> None:
+    """The kvkit-api NetworkPolicy applies to the API pods."""
+    policy = api_policy(manifests)
+    labels = pod_template(api(manifests))["metadata"]["labels"]
+    assert matches(policy["spec"]["podSelector"]["matchLabels"], labels)
+    assert set(policy["spec"]["policyTypes"]) == {"Ingress", "Egress"}
+
+
+def egress_ports(manifests: list[Manifest]) -> set[tuple[str, int]]:
+    policy = api_policy(manifests)
+    return {(p["protocol"], p["port"]) for rule in policy["spec"]["egress"] for p in rule["ports"]}
+
+
+def test_network_policy_allows_dns_egress_over_udp_and_tcp(manifests: list[Manifest]) -> None:
+    """Name lookups work, including DNS answers too large for UDP."""
+    assert {("UDP", 53), ("TCP", 53)} <= egress_ports(manifests)
+
+
+def test_network_policy_allows_database_redis_and_otlp_egress(manifests: list[Manifest]) -> None:
+    """The API can reach PostgreSQL, Redis and the OpenTelemetry collector."""
+    assert {("TCP", 5432), ("TCP", 6379), ("TCP", 4317), ("TCP", 4318)} <= egress_ports(manifests)
+
+
+def test_network_policy_admits_traffic_only_on_the_http_port(manifests: list[Manifest]) -> None:
+    """Ingress is limited to port 8000, the port the container serves."""
+    policy = api_policy(manifests)
+    ports = {p["port"] for rule in policy["spec"]["ingress"] for p in rule["ports"]}
+    assert ports == {api_container(manifests)["ports"][0]["containerPort"]}
+
+
+def test_grace_period_outlasts_prestop_and_gunicorn_graceful_timeout(
+    manifests: list[Manifest],
+) -> None:
+    """Kubernetes never SIGKILLs gunicorn while it is still draining requests."""
+    container = api_container(manifests)
+    graceful = int(
+        container_env(manifests, container).get(
+            "GUNICORN_GRACEFUL_TIMEOUT", GUNICORN_GRACEFUL_TIMEOUT_DEFAULT
+        )
+    )
+    pre_stop = container["lifecycle"]["preStop"]["sleep"]["seconds"]
+    grace = pod_template(api(manifests))["spec"]["terminationGracePeriodSeconds"]
+    assert grace > pre_stop + graceful
+
+
+def test_prestop_needs_no_shell_in_the_image(manifests: list[Manifest]) -> None:
+    """preStop uses the kubelet's sleep action, not a sleep binary the image may lack."""
+    assert set(api_container(manifests)["lifecycle"]["preStop"]) == {"sleep"}
+
+
+def test_rolling_update_never_drops_below_desired_replicas(manifests: list[Manifest]) -> None:
+    """New pods must be ready before old ones go (maxUnavailable 0)."""
+    strategy = api(manifests)["spec"]["strategy"]
+    assert strategy["type"] == "RollingUpdate"
+    assert strategy["rollingUpdate"]["maxUnavailable"] == 0
+
+
+def test_tmp_and_metrics_dir_are_emptydir_mounts(manifests: list[Manifest]) -> None:
+    """With a read-only root, /tmp and the multiprocess metrics dir are writable emptyDirs."""
+    container = api_container(manifests)
+    metrics_dir = container_env(manifests, container)["PROMETHEUS_MULTIPROC_DIR"]
+    volumes = {v["name"]: v for v in pod_template(api(manifests))["spec"]["volumes"]}
+    mounts = {m["mountPath"]: volumes[m["name"]] for m in container["volumeMounts"]}
+    for path in ("/tmp", metrics_dir):
+        assert "emptyDir" in mounts[path], path
+        assert mounts[path]["emptyDir"]["sizeLimit"], path
+
+
+def test_pods_spread_across_nodes_and_zones(manifests: list[Manifest]) -> None:
+    """API pods are spread over hosts and zones, selecting their own labels."""
+    template = pod_template(api(manifests))
+    constraints = template["spec"]["topologySpreadConstraints"]
+    assert {c["topologyKey"] for c in constraints} == {
+        "kubernetes.io/hostname",
+        "topology.kubernetes.io/zone",
+    }
+    for constraint in constraints:
+        assert matches(constraint["labelSelector"]["matchLabels"], template["metadata"]["labels"])
+
+
+def test_prometheus_annotations_point_at_the_metrics_route(manifests: list[Manifest]) -> None:
+    """Annotation-based scrapers find /metrics on the container's HTTP port."""
+    annotations = pod_template(api(manifests))["metadata"]["annotations"]
+    assert annotations["prometheus.io/scrape"] == "true"
+    assert annotations["prometheus.io/path"] == "/metrics"
+    port = api_container(manifests)["ports"][0]["containerPort"]
+    assert annotations["prometheus.io/port"] == str(port)
+
+
+def test_config_and_secret_references_resolve(manifests: list[Manifest]) -> None:
+    """Every ConfigMap is rendered; Secrets are rendered or documented in the example."""
+    rendered = {(m["kind"], m["metadata"]["name"]) for m in manifests}
+    example = yaml.safe_load((REPO / "k8s/base/secret.example.yaml").read_text())
+    for _, container in containers(manifests):
+        for source in container.get("envFrom", []):
+            if "configMapRef" in source:
+                assert ("ConfigMap", source["configMapRef"]["name"]) in rendered
+            else:
+                name = source["secretRef"]["name"]
+                assert ("Secret", name) in rendered or name == example["metadata"]["name"]
+
+
+def test_api_environment_names_only_known_settings(manifests: list[Manifest]) -> None:
+    """Every variable given to the API is one the app or gunicorn reads: no typos, no leftovers."""
+    container = api_container(manifests)
+    names = set(container_env(manifests, container))
+    for secret in of_kind(manifests, "Secret"):
+        if secret["metadata"]["name"].startswith("kvkit-secrets"):
+            names |= set(secret["data"])
+    assert not {name for name in names if not is_known_setting(name)}
+
+
+def test_secrets_are_not_in_the_config_map(manifests: list[Manifest]) -> None:
+    """Credentials travel only in Secrets, never in the ConfigMap."""
+    for config in of_kind(manifests, "ConfigMap"):
+        assert not {"DATABASE_URL", "REDIS_URL", "KV_API_KEYS"} & set(config["data"])
+
+
+def test_migration_job_runs_migrate_with_the_api_image(manifests: list[Manifest]) -> None:
+    """The Job applies migrations using the exact image the API runs."""
+    job = named(manifests, "Job", "kvkit-migrate")
+    (container,) = pod_template(job)["spec"]["containers"]
+    assert container["command"] == ["python", "-m", "app", "migrate"]
+    assert container["image"] == api_container(manifests)["image"]
+    assert job["spec"]["backoffLimit"] > 0
+    assert job["spec"]["ttlSecondsAfterFinished"] > 0
+
+
+def test_prod_runs_at_least_three_replicas(kustomize: Render) -> None:
+    """Production keeps three API pods, enough to lose one during a rollout or a drain."""
+    assert api(kustomize("overlays/prod"))["spec"]["replicas"] >= 3
+
+
+def test_prod_autoscaler_targets_the_api_deployment(kustomize: Render) -> None:
+    """The production HPA scales the API Deployment and never below three pods."""
+    manifests = kustomize("overlays/prod")
+    (hpa,) = of_kind(manifests, "HorizontalPodAutoscaler")
+    assert hpa["apiVersion"] == "autoscaling/v2"
+    target = hpa["spec"]["scaleTargetRef"]
+    assert (target["kind"], target["name"]) == ("Deployment", api(manifests)["metadata"]["name"])
+    assert hpa["spec"]["minReplicas"] >= 3
+    assert hpa["spec"]["maxReplicas"] > hpa["spec"]["minReplicas"]
+
+
+def test_prod_runs_no_database_in_the_cluster(kustomize: Render) -> None:
+    """Production relies on managed PostgreSQL and Redis, not StatefulSets."""
+    assert not of_kind(kustomize("overlays/prod"), "StatefulSet")
+
+
+def test_dev_runs_one_api_replica_without_an_autoscaler(kustomize: Render) -> None:
+    """Development runs a single API pod that no HPA rescales."""
+    manifests = kustomize("overlays/dev")
+    assert api(manifests)["spec"]["replicas"] == 1
+    assert not of_kind(manifests, "HorizontalPodAutoscaler")
+
+
+def test_dev_runs_postgres_and_redis_behind_the_names_in_its_urls(kustomize: Render) -> None:
+    """Development's DATABASE_URL and REDIS_URL hosts are in-cluster Services."""
+    secrets = (REPO / "k8s/overlays/dev/secrets.env").read_text()
+    services = {m["metadata"]["name"] for m in of_kind(kustomize("overlays/dev"), "Service")}
+    assert "@postgres:5432/" in secrets and "redis://redis:6379/" in secrets
+    assert {"postgres", "redis"} <= services
+    stateful = {m["metadata"]["name"] for m in of_kind(kustomize("overlays/dev"), "StatefulSet")}
+    assert stateful == {"postgres", "redis"}
+
+
+def test_servicemonitor_selects_only_the_api_service(kustomize: Render) -> None:
+    """The optional ServiceMonitor scrapes each pod once, through the kvkit Service."""
+    (monitor,) = kustomize("optional/servicemonitor")
+    selector = monitor["spec"]["selector"]["matchLabels"]
+    services = of_kind(kustomize("overlays/prod"), "Service")
+    selected = [s for s in services if matches(selector, s["metadata"]["labels"])]
+    assert [s["metadata"]["name"] for s in selected] == ["kvkit"]
+    port_names = {p["name"] for p in selected[0]["spec"]["ports"]}
+    assert {e["port"] for e in monitor["spec"]["endpoints"]} <= port_names
+
+
+@pytest.mark.parametrize("path", ["overlays/dev", "overlays/prod"])
+def test_overlays_do_not_include_the_optional_servicemonitor(kustomize: Render, path: str) -> None:
+    """Overlays apply on clusters without the Prometheus Operator's CRDs."""
+    assert not of_kind(kustomize(path), "ServiceMonitor")
