@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: venv run test lint typecheck clean
+.PHONY: venv run test lint typecheck lint-deploy clean
 
 $(STAMP): pyproject.toml client/pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -29,7 +29,10 @@ typecheck: venv
 	$(BIN)/mypy
 	$(BIN)/mypy client/src
 
-test: venv lint typecheck  ## Every test, against real PostgreSQL, MariaDB and Redis.
+lint-deploy: venv  ## Dockerfile, compose, Kubernetes and Prometheus checks (installs promtool as root).
+	PATH="$(CURDIR)/$(BIN):$$PATH" scripts/lint-deploy.sh
+
+test: venv lint typecheck lint-deploy  ## Every test, against real PostgreSQL, MariaDB and Redis.
 	$(BIN)/python -m pytest $(PYTEST_ARGS); status=$$?; \
 	if [ $$status -eq 5 ]; then echo "pytest ran no tests" >&2; exit 1; fi; exit $$status
 

