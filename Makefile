@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: venv run test lint typecheck lint-deploy clean
+.PHONY: venv run test lint typecheck lint-deploy up down clean
 
 $(STAMP): pyproject.toml client/pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -35,6 +35,13 @@ lint-deploy: venv  ## Dockerfile, compose, Kubernetes and Prometheus checks (ins
 test: venv lint typecheck lint-deploy  ## Every test, against real PostgreSQL, MariaDB and Redis.
 	$(BIN)/python -m pytest $(PYTEST_ARGS); status=$$?; \
 	if [ $$status -eq 5 ]; then echo "pytest ran no tests" >&2; exit 1; fi; exit $$status
+
+up:  ## The full stack in Docker: API, PostgreSQL, Redis, Prometheus, Grafana, tracing.
+	test -f .env.compose || { echo "copy .env.compose.example to .env.compose and set its values" >&2; exit 1; }
+	docker compose --env-file .env.compose up --build -d
+
+down:
+	docker compose --env-file .env.compose down
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache kvkit.sqlite3*
