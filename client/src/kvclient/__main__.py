@@ -1,0 +1,10 @@
+"""Run the `kv` command line as `python -m kvclient`."""
+
+from __future__ import annotations
+
+import sys
+
+from ._cli import main
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,116 @@
+"""Prometheus metrics after scripted retries, read back from a fresh registry per test."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import pytest
+from prometheus_client import REGISTRY
+
+from kvclient import KVClient, RetryPolicy, ServiceUnavailable, TransportError
+
+if TYPE_CHECKING:
+    from conftest import FaultServer, MakeClient, Metric
+
+NO_JITTER = RetryPolicy(jitter=False)
+
+
+def test_retries_backoff_and_success_are_recorded(
+    make_client: MakeClient, server: FaultServer, metric: Metric
+) -> None:
+    """Two 503s then success: 2 retries, 2 backoff observations, 1 successful call."""
+    client = make_client(retry=NO_JITTER)
+    server.problem(503, "service_unavailable", times=2)
+    client.create("k", 1)
+    assert metric("kvclient_retries_total", method="POST", reason="status_503") == 2
+    assert metric("kvclient_backoff_seconds_count") == 2
+    assert metric("kvclient_backoff_seconds_sum") == pytest.approx(0.1 + 0.2)
+    assert metric("kvclient_requests_total", method="POST", outcome="success") == 1
+    assert metric("kvclient_request_duration_seconds_count", method="POST") == 1
+    assert metric("kvclient_request_duration_seconds_sum", method="POST") == pytest.approx(0.3)
+    assert metric("kvclient_giveups_total", method="POST", reason="max_attempts") == 0
+
+
+@pytest.mark.parametrize(
+    ("script", "reason"),
+    [
+        (lambda s: s.problem(429, "rate_limited", headers={"Retry-After": "0"}), "status_429"),
+        (lambda s: s.problem(409, "idempotency_in_progress"), "in_progress"),
+        (lambda s: s.drop(), "connection_lost"),
+        (lambda s: s.stall(5.0), "read_timeout"),
+    ],
+    ids=["429", "in_progress", "drop", "stall"],
+)
+def test_retry_reasons_name_the_failure(
+    make_client: MakeClient,
+    server: FaultServer,
+    metric: Metric,
+    script: Callable[[FaultServer], None],
+    reason: str,
+) -> None:
+    """Each kind of retried failure is counted under its own reason label."""
+    client = make_client(timeout=(1.0, 0.2))
+    script(server)
+    client.create("k", 1)
+    assert metric("kvclient_retries_total", method="POST", reason=reason) == 1
+
+
+def test_give_ups_and_http_errors_are_counted(
+    make_client: MakeClient, server: FaultServer, metric: Metric
+) -> None:
+    """A call that exhausts max_attempts counts one give-up and one http_error outcome."""
+    client = make_client(retry=RetryPolicy(max_attempts=2))
+    server.problem(503, "service_unavailable", times=None)
+    with pytest.raises(ServiceUnavailable):
+        client.get("k")
+    assert metric("kvclient_giveups_total", method="GET", reason="max_attempts") == 1
+    assert metric("kvclient_requests_total", method="GET", outcome="http_error") == 1
+    assert metric("kvclient_retries_total", method="GET", reason="status_503") == 1
+
+
+def test_transport_failures_have_their_own_outcome(make_client: MakeClient, metric: Metric) -> None:
+    """A call that never got a response is counted as transport_error."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    client = make_client(base_url=f"http://127.0.0.1:{port}", retry=RetryPolicy(max_attempts=1))
+    with pytest.raises(TransportError):
+        client.get("k")
+    assert metric("kvclient_requests_total", method="GET", outcome="transport_error") == 1
+
+
+def test_budget_gauge_follows_the_tokens(
+    make_client: MakeClient, server: FaultServer, metric: Metric
+) -> None:
+    """The gauge starts at the full 10 tokens and drops by one per retry."""
+    client = make_client(retry=RetryPolicy(base_delay=0.0))
+    assert metric("kvclient_retry_budget_tokens") == 10.0
+    server.problem(503, "service_unavailable", times=2)
+    client.create("k", 1)
+    assert metric("kvclient_retry_budget_tokens") == pytest.approx(8.0)
+
+
+def test_clients_on_one_registry_share_their_collectors(
+    make_client: MakeClient, metric: Metric
+) -> None:
+    """A second client on the same registry neither raises nor splits the counts."""
+    first, second = make_client(), make_client()
+    first.create("a", 1)
+    second.create("b", 1)
+    assert metric("kvclient_requests_total", method="POST", outcome="success") == 2
+
+
+def test_clients_on_the_default_registry_do_not_collide(server: FaultServer) -> None:
+    """Clients that use prometheus_client's global REGISTRY can be created repeatedly."""
+    before = REGISTRY.get_sample_value(
+        "kvclient_requests_total", {"method": "POST", "outcome": "success"}
+    )
+    for key in ("x", "y"):
+        with KVClient(server.url) as client:
+            client.create(key, 1)
+    after = REGISTRY.get_sample_value(
+        "kvclient_requests_total", {"method": "POST", "outcome": "success"}
+    )
+    assert after == (before or 0.0) + 2
