@@ -9,17 +9,22 @@ from fastapi import FastAPI
 
 import app as package
 from app.config import Settings, get_settings
+from app.observability import tracing
+from app.observability.logging import configure_logging
 from app.store.setup import setup_django
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the ASGI app; Django is set up here, so importing this module stays cheap."""
     settings = settings or get_settings()
+    configure_logging(settings)
+    tracing.init_worker()  # a no-op when gunicorn's post_fork has run it already
     setup_django()
 
-    from app.api import health, items
+    from app.api import health, items, metrics
     from app.api.middleware import BodyLimitMiddleware, RequestIdMiddleware
     from app.api.problems import install_problem_handlers
+    from app.observability.middleware import ObservabilityMiddleware
     from app.ratelimit.factory import build_limiter
     from app.ratelimit.middleware import RateLimitMiddleware
     from app.ratelimit.redis import RedisLimiter
@@ -46,14 +51,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     api.state.limiter = limiter
     install_problem_handlers(api)
-    api.include_router(health.router)
-    api.include_router(items.router)
+    routers = (health.router, items.router, metrics.router)
+    for router in routers:
+        api.include_router(router)
     # Each add_middleware wraps the previous ones: the last added runs first.
     api.add_middleware(AuthMiddleware, keys=keys)
     api.add_middleware(RateLimitMiddleware, limiter=limiter)
     api.add_middleware(ClientMiddleware, keys=keys, trusted=settings.trusted_proxy_networks)
     api.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
+    api.add_middleware(ObservabilityMiddleware, routes=[r for rs in routers for r in rs.routes])
     api.add_middleware(RequestIdMiddleware)
+    tracing.instrument_app(api)
     return api
 
 

@@ -22,6 +22,13 @@ class RateLimitDecision:
     degraded: bool = False  # decided by the per-process fallback because Redis failed
 
     @property
+    def outcome(self) -> str:
+        """How the decision is counted: allowed, limited, or degraded (by the fallback)."""
+        if self.degraded:
+            return "degraded"
+        return "allowed" if self.allowed else "limited"
+
+    @property
     def reset_seconds(self) -> int:
         """Whole seconds until a slot frees, never 0 (a client waiting 0 s would be refused)."""
         return max(1, math.ceil(self.reset_after))

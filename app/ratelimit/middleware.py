@@ -8,6 +8,7 @@ from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.api.problems import problem_response
+from app.observability.metrics import RATELIMIT_DECISIONS
 from app.ratelimit.decision import LimiterUnavailable, RateLimitDecision
 from app.security.middleware import PROTECTED_PREFIX, identity_of
 
@@ -38,6 +39,7 @@ class RateLimitMiddleware:
             )
             await response(scope, receive, send)
             return
+        RATELIMIT_DECISIONS.labels(decision.outcome).inc()
         headers = decision.headers()
         if not decision.allowed:
             response = problem_response(

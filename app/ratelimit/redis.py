@@ -13,6 +13,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 from redis.retry import Retry
 
+from app.observability.metrics import observe_redis
 from app.ratelimit.decision import LimiterUnavailable, RateLimitDecision
 from app.ratelimit.local import LocalLimiter
 
@@ -59,10 +60,11 @@ class RedisLimiter:
     async def hit(self, client: str) -> RateLimitDecision:
         if time.monotonic() >= self._down_until:
             try:
-                allowed, remaining, reset_us = await self._script(
-                    keys=[f"kvkit:rl:{client}"],
-                    args=[self.limit, self.window, secrets.token_hex(8)],
-                )
+                with observe_redis("evalsha"):
+                    allowed, remaining, reset_us = await self._script(
+                        keys=[f"kvkit:rl:{client}"],
+                        args=[self.limit, self.window, secrets.token_hex(8)],
+                    )
             except (RedisError, OSError) as exc:
                 self._mark_down(exc)
             else:
@@ -80,7 +82,8 @@ class RedisLimiter:
 
     async def ping(self) -> bool:
         try:
-            await self.redis.ping()
+            with observe_redis("ping"):
+                await self.redis.ping()
         except (RedisError, OSError):
             return False
         return True

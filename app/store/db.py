@@ -12,12 +12,14 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import functools
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import ParamSpec, TypeVar
 
 from django.db import DatabaseError, InterfaceError, OperationalError, close_old_connections
 
+from app.observability.metrics import DB_DURATION, DB_ERRORS
 from app.store.errors import DatabaseUnavailable
 
 P = ParamSpec("P")
@@ -56,11 +58,16 @@ async def run_db(fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
     context = contextvars.copy_context()  # keeps the request's trace and log context
     job = functools.partial(context.run, _run_job, functools.partial(fn, *args, **kwargs))
     future = loop.run_in_executor(_executor, job)
+    started = time.perf_counter()
     try:
         # A backstop above the driver's own timeouts: waiting for a free thread counts too.
         return await asyncio.wait_for(future, timeout=_timeout + 1.0)
     except TimeoutError as exc:
+        DB_ERRORS.labels("timeout").inc()
         raise DatabaseUnavailable("database did not answer in time") from exc
+    finally:
+        operation = getattr(fn, "__name__", "unknown")
+        DB_DURATION.labels(operation).observe(time.perf_counter() - started)
 
 
 def _run_job(fn: Callable[[], T]) -> T:
@@ -68,11 +75,14 @@ def _run_job(fn: Callable[[], T]) -> T:
     try:
         return fn()
     except (OperationalError, InterfaceError) as exc:
+        DB_ERRORS.labels("timeout" if _is_timeout(exc) else "unavailable").inc()
         raise DatabaseUnavailable(str(exc).strip() or type(exc).__name__) from exc
     except DatabaseError as exc:
         # Statement timeouts and lock timeouts surface as generic DatabaseErrors on some drivers.
         if _is_timeout(exc):
+            DB_ERRORS.labels("timeout").inc()
             raise DatabaseUnavailable(str(exc).strip()) from exc
+        DB_ERRORS.labels("other").inc()
         raise
     finally:
         close_old_connections()
@@ -84,6 +94,6 @@ def _close_connections() -> None:
     connections.close_all()
 
 
-def _is_timeout(exc: DatabaseError) -> bool:
+def _is_timeout(exc: Exception) -> bool:
     text = str(exc).lower()
     return "timeout" in text or "canceling statement" in text or "lock wait" in text

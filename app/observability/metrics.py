@@ -1,0 +1,96 @@
+"""Prometheus metrics, named and typed as monitoring/metrics.txt fixes them.
+
+Under gunicorn every worker writes its samples to PROMETHEUS_MULTIPROC_DIR and a scrape of any
+worker sums them all; that mode allows only plain counters, gauges and histograms.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from prometheus_client import (
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+from prometheus_client import multiprocess as prometheus_multiprocess
+
+# A key-value API answers in milliseconds; the tail up to seconds shows timeouts.
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+HTTP_REQUESTS = Counter(
+    "kvkit_http_requests_total",
+    "HTTP requests answered, by route template and status class.",
+    ["method", "route", "status_class"],
+)
+HTTP_DURATION = Histogram(
+    "kvkit_http_request_duration_seconds",
+    "Time from receiving a request to the end of its response.",
+    ["method", "route"],
+    buckets=LATENCY_BUCKETS,
+)
+HTTP_IN_FLIGHT = Gauge(
+    "kvkit_http_requests_in_flight",
+    "Requests being served right now.",
+    multiprocess_mode="livesum",
+)
+RATELIMIT_DECISIONS = Counter(
+    "kvkit_ratelimit_decisions_total",
+    "Rate-limit decisions: allowed, limited, or degraded (decided by the local fallback).",
+    ["outcome"],
+)
+IDEMPOTENCY_EVENTS = Counter(
+    "kvkit_idempotency_events_total",
+    "Idempotency-Key events: replayed, key_reused, in_progress.",
+    ["outcome"],
+)
+DB_ERRORS = Counter(
+    "kvkit_db_errors_total",
+    "Database failures by kind: unavailable, timeout, other.",
+    ["kind"],
+)
+DB_DURATION = Histogram(
+    "kvkit_db_duration_seconds",
+    "Time of one database job, including the wait for a database thread.",
+    ["operation"],
+    buckets=LATENCY_BUCKETS,
+)
+REDIS_ERRORS = Counter(
+    "kvkit_redis_errors_total",
+    "Failed Redis commands.",
+    ["operation"],
+)
+REDIS_DURATION = Histogram(
+    "kvkit_redis_duration_seconds",
+    "Time of one Redis command.",
+    ["operation"],
+    buckets=LATENCY_BUCKETS,
+)
+
+
+@contextmanager
+def observe_redis(operation: str) -> Iterator[None]:
+    """Time one Redis command and count it as an error if it raises."""
+    started = time.perf_counter()
+    try:
+        yield
+    except BaseException:
+        REDIS_ERRORS.labels(operation).inc()
+        raise
+    finally:
+        REDIS_DURATION.labels(operation).observe(time.perf_counter() - started)
+
+
+def exposition() -> bytes:
+    """The text exposition of this process, or of every worker in multiprocess mode."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()  # a fresh one per scrape, as prometheus-client requires
+        prometheus_multiprocess.MultiProcessCollector(registry)
+        return generate_latest(registry)
+    return generate_latest(REGISTRY)
