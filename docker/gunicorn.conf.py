@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import importlib
 import os
 import shutil
 from pathlib import Path
 from typing import Any
-
-_TRACING_MODULE = "app.observability.tracing"
 
 
 def _env_int(name: str, default: int) -> int:
@@ -55,21 +52,15 @@ def on_starting(server: Any) -> None:
 
 
 def child_exit(server: Any, worker: Any) -> None:
-    """Drop a dead worker's live gauges from the multiprocess metrics."""
+    """Drop a dead worker's live gauges and fold its totals, keeping the metrics dir bounded."""
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        from prometheus_client import multiprocess
+        from app.observability.multiprocess import worker_exited
 
-        multiprocess.mark_process_dead(worker.pid)
+        worker_exited(worker.pid)
 
 
 def post_fork(server: Any, worker: Any) -> None:
     """Start tracing inside each worker; exporter threads do not survive a fork."""
-    try:
-        tracing = importlib.import_module(_TRACING_MODULE)
-    except ModuleNotFoundError as exc:
-        if exc.name not in {"app", "app.observability", _TRACING_MODULE}:
-            raise
-        return
-    init_worker = getattr(tracing, "init_worker", None)
-    if callable(init_worker):
-        init_worker()
+    from app.observability.tracing import init_worker
+
+    init_worker()

@@ -14,6 +14,8 @@ from typing import Any
 
 import pytest
 from gunicorn.config import Config
+from prometheus_client import CollectorRegistry
+from prometheus_client.multiprocess import MultiProcessCollector
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 from uvicorn_worker import UvicornWorker
 
@@ -35,8 +37,9 @@ ENV_NAMES = (
 # Writes real prometheus-client multiprocess files, as a worker would, and prints its pid.
 WRITE_METRICS = """
 import os
-from prometheus_client import Counter, Gauge
+from prometheus_client import Counter, Gauge, Histogram
 Counter("kvkit_test_requests", "test").inc()
+Histogram("kvkit_test_seconds", "test", buckets=(1.0,)).observe(0.5)
 Gauge("kvkit_test_in_flight", "test", multiprocess_mode="livesum").set(1)
 print(os.getpid())
 """
@@ -164,14 +167,35 @@ def test_on_starting_creates_a_missing_multiprocess_dir(
     assert metrics.is_dir()
 
 
-def test_child_exit_marks_the_worker_dead(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """A dead worker's live gauge file is removed; its counters keep counting in the total."""
-    pid = write_metrics(tmp_path)
+def _totals(directory: Path) -> dict[str, float]:
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry, path=str(directory))
+    return {
+        sample.name + str(sorted(sample.labels.items())): sample.value
+        for metric in registry.collect()
+        for sample in metric.samples
+        if sample.name.startswith("kvkit_test_")
+    }
+
+
+def test_child_exit_keeps_totals_and_the_directory_bounded(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Dead workers' gauges go, their totals stay, and their files are folded into archives."""
     conf = load_conf(monkeypatch, PROMETHEUS_MULTIPROC_DIR=str(tmp_path))
-    assert (tmp_path / f"gauge_livesum_{pid}.db").exists()
-    conf.child_exit(None, SimpleNamespace(pid=pid))
-    assert not (tmp_path / f"gauge_livesum_{pid}.db").exists()
-    assert (tmp_path / f"counter_{pid}.db").exists()
+    for generation in range(1, 4):
+        pids = [write_metrics(tmp_path) for _ in range(2)]
+        for pid in pids:
+            conf.child_exit(None, SimpleNamespace(pid=pid))
+        totals = _totals(tmp_path)
+        assert totals["kvkit_test_requests_total[]"] == 2 * generation
+        assert totals["kvkit_test_seconds_count[]"] == 2 * generation
+        assert totals["kvkit_test_seconds_bucket[('le', '1.0')]"] == 2 * generation
+        assert not any(name.startswith("kvkit_test_in_flight") for name in totals)
+        assert sorted(p.name for p in tmp_path.iterdir()) == [
+            "counter_archive.db",
+            "histogram_archive.db",
+        ]
 
 
 def test_post_fork_starts_tracing_in_the_worker(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -182,21 +206,3 @@ def test_post_fork_starts_tracing_in_the_worker(monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setitem(sys.modules, "app.observability.tracing", tracing)
     load_conf(monkeypatch).post_fork(None, None)
     assert calls == ["init"]
-
-
-def test_post_fork_tolerates_a_missing_tracing_module(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Without a tracing module the workers still boot."""
-    monkeypatch.setitem(sys.modules, "app.observability.tracing", None)
-    load_conf(monkeypatch).post_fork(None, None)
-
-
-def test_post_fork_surfaces_a_missing_tracing_dependency(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A tracing module that cannot import its own dependencies fails loudly."""
-    conf = load_conf(monkeypatch)
-
-    def import_module(name: str) -> ModuleType:
-        raise ModuleNotFoundError("No module named 'opentelemetry'", name="opentelemetry")
-
-    monkeypatch.setattr(conf, "importlib", SimpleNamespace(import_module=import_module))
-    with pytest.raises(ModuleNotFoundError):
-        conf.post_fork(None, None)
