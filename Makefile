@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: venv run test lint typecheck lint-deploy up down clean
+.PHONY: venv run test lint typecheck lint-deploy load load-ci bench up down clean
 
 $(STAMP): pyproject.toml client/pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -35,6 +35,18 @@ lint-deploy: venv  ## Dockerfile, compose, Kubernetes and Prometheus checks (ins
 test: venv lint typecheck lint-deploy  ## Every test, against real PostgreSQL, MariaDB and Redis.
 	$(BIN)/python -m pytest $(PYTEST_ARGS); status=$$?; \
 	if [ $$status -eq 5 ]; then echo "pytest ran no tests" >&2; exit 1; fi; exit $$status
+	$(MAKE) load-ci
+
+load: venv  ## Locust against gunicorn + PostgreSQL + Redis; fails past thresholds (LOAD_ARGS="--run-time 60s --users 20").
+	$(BIN)/python loadtests/run_load.py $(LOAD_ARGS)
+
+load-ci: venv  ## A short load run and a short rate-limit run, as CI does.
+	$(BIN)/python loadtests/run_load.py --run-time 15s --users 5 --max-error-ratio 0 --max-p95-ms 1000
+	$(BIN)/python loadtests/run_load.py --scenario ratelimit --run-time 10s --users 3 --max-error-ratio 0 --max-p95-ms 1000
+
+bench: venv  ## wrk benchmark of every workload against the framework ceiling (BENCH_ARGS="--duration 10 --scale").
+	command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }
+	$(BIN)/python loadtests/bench.py $(BENCH_ARGS)
 
 up:  ## The full stack in Docker: API, PostgreSQL, Redis, Prometheus, Grafana, tracing.
 	test -f .env.compose || { echo "copy .env.compose.example to .env.compose and set its values" >&2; exit 1; }

