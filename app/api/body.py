@@ -15,6 +15,8 @@ M = TypeVar("M", bound=BaseModel)
 
 # An escaped NUL that is not itself an escaped backslash followed by "u0000".
 _NUL_ESCAPE = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000")
+# Arrays and objects nest at most this deep in a value: MariaDB's JSON_VALID refuses 32 levels.
+MAX_VALUE_DEPTH = 31
 
 
 async def read_json(request: Request, model: type[M]) -> M:
@@ -50,14 +52,42 @@ async def read_json(request: Request, model: type[M]) -> M:
 
 
 def encode_value(value: Any, max_bytes: int) -> bytes:
-    """The value's canonical JSON; 413 when too large, 422 when it holds a NUL character."""
-    encoded = orjson.dumps(value)
+    """The value's canonical JSON; 413 when too large, 422 when too deep or holding a NUL."""
+    too_deep = ProblemError(
+        422,
+        "validation_error",
+        f"value: arrays and objects nest deeper than {MAX_VALUE_DEPTH} levels",
+    )
+    try:
+        encoded = orjson.dumps(value)
+    except orjson.JSONEncodeError as exc:  # only nesting past orjson's own limit (254) gets here
+        raise too_deep from exc
     if len(encoded) > max_bytes:
         raise ProblemError(
             413,
             "payload_too_large",
             f"value is {len(encoded)} bytes encoded; the limit is {max_bytes}",
         )
+    # Walked only now, so the walk is bounded by max_bytes.
+    if _depth_exceeds(value, MAX_VALUE_DEPTH):
+        raise too_deep
     if _NUL_ESCAPE.search(encoded):
         raise ProblemError(422, "validation_error", "value: NUL characters are not allowed")
     return encoded
+
+
+def _depth_exceeds(value: Any, limit: int) -> bool:
+    """Whether arrays and objects nest more than `limit` deep (without recursion)."""
+    pending = [(value, 1)]
+    while pending:
+        item, depth = pending.pop()
+        if isinstance(item, dict):
+            children: Any = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        if depth > limit:
+            return True
+        pending.extend((child, depth + 1) for child in children)
+    return False

@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from starlette.responses import JSONResponse
 
+from app.api.schemas import Health, Readiness
 from app.ratelimit.redis import RedisLimiter
 from app.services import items as service
 from app.store.errors import DatabaseUnavailable
@@ -12,13 +13,17 @@ from app.store.errors import DatabaseUnavailable
 router = APIRouter(tags=["health"])
 
 
-@router.get("/healthz")
+@router.get("/healthz", response_model=Health)
 async def read_health() -> JSONResponse:
     """200 while the process lives; never touches the database."""
     return JSONResponse({"status": "ok"})
 
 
-@router.get("/readyz", responses={503: {"description": "A dependency is down."}})
+@router.get(
+    "/readyz",
+    response_model=Readiness,
+    responses={503: {"model": Readiness, "description": "A dependency is down."}},
+)
 async def read_readiness(request: Request) -> JSONResponse:
     """200 when the database answers (and Redis, if the limiter may not fall back), else 503."""
     checks: dict[str, str] = {}

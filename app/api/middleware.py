@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 import uuid
 
@@ -12,6 +13,8 @@ from app.api.problems import ProblemError, problem_response
 from app.observability.context import request_id_var
 
 _SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:@-]{1,128}$")
+
+logger = logging.getLogger("kvkit.errors")
 
 
 class RequestIdMiddleware:
@@ -28,13 +31,25 @@ class RequestIdMiddleware:
         request_id = supplied if supplied and _SAFE_REQUEST_ID.match(supplied) else uuid.uuid4().hex
         token = request_id_var.set(request_id)
 
+        started = False
+
         async def send_with_id(message: Message) -> None:
+            nonlocal started
             if message["type"] == "http.response.start":
+                started = True
                 MutableHeaders(scope=message)["X-Request-ID"] = request_id
             await send(message)
 
         try:
             await self.app(scope, receive, send_with_id)
+        except Exception:
+            # Starlette answers unhandled errors outside every middleware, where the request id
+            # is gone: answer here so the 500 carries it in its header, body and log line.
+            if started:
+                raise
+            logger.exception("unhandled error")
+            response = problem_response(500, "internal_error", "an unexpected error occurred")
+            await response(scope, receive, send_with_id)
         finally:
             request_id_var.reset(token)
 

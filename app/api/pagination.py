@@ -22,7 +22,7 @@ def decode_cursor(cursor: str) -> str:
         key = raw.removeprefix(_VERSION).decode() if raw.startswith(_VERSION) else ""
     except (binascii.Error, UnicodeDecodeError, ValueError):
         key = ""
-    if not KEY_RE.match(key):
+    if not KEY_RE.fullmatch(key):  # match() would let "$" accept a trailing newline
         raise ProblemError(
             422,
             "validation_error",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -57,3 +57,17 @@ class Problem(BaseModel):
     code: str
     request_id: str
     errors: list[dict[str, Any]] | None = None
+
+
+class Health(BaseModel):
+    """Body of GET /healthz."""
+
+    status: Literal["ok"]
+
+
+class Readiness(BaseModel):
+    """Body of GET /readyz: each dependency up or down (Redis only when it backs the limiter)."""
+
+    status: Literal["ok", "unavailable"]
+    database: Literal["up", "down"]
+    redis: Literal["up", "down"] | None = None

@@ -14,6 +14,8 @@ from app.observability.metrics import HTTP_DURATION, HTTP_IN_FLIGHT, HTTP_REQUES
 access_logger = logging.getLogger("kvkit.access")
 
 UNMATCHED = "unmatched"
+# Any other method token becomes "OTHER", so clients cannot mint label values.
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"})
 
 
 class ObservabilityMiddleware:
@@ -46,7 +48,7 @@ class ObservabilityMiddleware:
         finally:
             HTTP_IN_FLIGHT.dec()
             duration = time.perf_counter() - started
-            method = scope["method"]
+            method = scope["method"] if scope["method"] in _METHODS else "OTHER"
             route = self.route_of(scope)
             HTTP_REQUESTS.labels(method, route, f"{status // 100}xx").inc()
             HTTP_DURATION.labels(method, route).observe(duration)

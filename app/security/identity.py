@@ -25,21 +25,22 @@ class ApiKeys:
     """The configured keys; comparison is constant-time over every key."""
 
     def __init__(self, keys: Sequence[str]) -> None:
-        self._keys = [key.encode() for key in keys]
+        self._digests = [hashlib.sha256(key.encode()).digest() for key in keys]
 
     @property
     def required(self) -> bool:
-        return bool(self._keys)
+        return bool(self._digests)
 
     def match(self, presented: str | None) -> str | None:
         """A stable, non-secret id for a valid key, else None."""
-        if not presented or not self._keys:
+        if not presented or not self._digests:
             return None
-        candidate = presented.encode()
+        # Digests have one length, so the comparison time reveals not even the key's length.
+        candidate = hashlib.sha256(presented.encode()).digest()
         found = False
-        for key in self._keys:  # no early exit: timing does not reveal which key matched
-            found |= hmac.compare_digest(candidate, key)
-        return "key:" + hashlib.sha256(candidate).hexdigest()[:24] if found else None
+        for digest in self._digests:  # no early exit: timing does not reveal which key matched
+            found |= hmac.compare_digest(candidate, digest)
+        return "key:" + candidate.hex()[:24] if found else None
 
 
 def presented_key(scope: Scope) -> str | None:

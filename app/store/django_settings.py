@@ -9,5 +9,5 @@ INSTALLED_APPS = ["app.store.apps.StoreConfig"]
 USE_TZ = True
 TIME_ZONE = "UTC"
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
-SECRET_KEY = "kvkit-has-no-sessions-or-signing"  # noqa: S105  # required by Django, never used
+SECRET_KEY = "kvkit-has-no-sessions-or-signing"  # noqa: S105  # nosec B105  # Django requires one; unused
 LOGGING_CONFIG = None

@@ -63,7 +63,7 @@ class KVClient:
             metrics=metrics_for(registry if registry is not None else REGISTRY),
             sleep=_sleep,
             clock=_clock,
-            rng=_rng if _rng is not None else random.Random(),  # noqa: S311 (jitter, not secrets)
+            rng=_rng if _rng is not None else random.Random(),  # noqa: S311  # nosec B311  # jitter, not secrets
         )
 
     def create(self, key: str, value: Any, idempotency_key: str | None = None) -> Item:

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 
 # One process-wide source is enough for jitter; it need not be unpredictable, only spread out.
-_DEFAULT_RNG = random.Random()  # noqa: S311
+_DEFAULT_RNG = random.Random()  # noqa: S311  # nosec B311  # jitter need not be unpredictable
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
