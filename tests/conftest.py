@@ -358,3 +358,157 @@ def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
 def api_keys() -> list[str]:
     """Fresh API keys, so every test has buckets and idempotency scopes of its own."""
     return [uuid.uuid4().hex for _ in range(2)]
+
+
+# --------------------------------------------------------------------------- private PostgreSQL
+
+
+def postgres_bindir() -> Path | None:
+    """The directory holding initdb and pg_ctl: $PG_BINDIR, the Debian layout, or the PATH."""
+    candidates = [Path(os.environ["PG_BINDIR"])] if os.environ.get("PG_BINDIR") else []
+    versions = sorted(
+        Path("/usr/lib/postgresql").glob("*/bin"),
+        key=lambda path: int(path.parent.name) if path.parent.name.isdigit() else 0,
+        reverse=True,
+    )
+    candidates += versions
+    on_path = shutil.which("pg_ctl")
+    if on_path:
+        candidates.append(Path(on_path).parent)
+    for candidate in candidates:
+        if (candidate / "initdb").is_file() and (candidate / "pg_ctl").is_file():
+            return candidate
+    return None
+
+
+class PrivatePostgres:
+    """A PostgreSQL cluster of the test's own on a free port, so outage tests may stop it.
+
+    The cluster lives in a fresh temporary directory owned by `postgres` (PostgreSQL refuses to
+    run as root, so under root every command goes through `runuser -u postgres --`). Trust auth:
+    the superuser `postgres` connects without a password over TCP on 127.0.0.1 or the socket.
+    """
+
+    DATABASE = "kvkit"
+
+    def __init__(self, bindir: Path) -> None:
+        import tempfile
+
+        self.bindir = bindir
+        self.port = free_port()
+        self.root = Path(tempfile.mkdtemp(prefix="kvkit-pg-"))
+        self.data = self.root / "data"
+        self.log_path = self.root / "postgres.log"
+        self.url = f"postgres://postgres@127.0.0.1:{self.port}/{self.DATABASE}"
+        self._as_postgres = os.geteuid() == 0
+        if self._as_postgres:
+            import pwd
+
+            try:
+                account = pwd.getpwnam("postgres")
+            except KeyError:
+                shutil.rmtree(self.root, ignore_errors=True)
+                raise RuntimeError("running as root needs a 'postgres' account") from None
+            os.chown(self.root, account.pw_uid, account.pw_gid)
+
+    def _run(self, tool: str, *args: str, timeout: float = 60) -> str:
+        command = [str(self.bindir / tool), *args]
+        if self._as_postgres:
+            command = ["runuser", "-u", "postgres", "--", *command]
+        result = subprocess.run(
+            command, cwd=self.root, capture_output=True, text=True, timeout=timeout, check=False
+        )
+        if result.returncode:
+            log = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+            raise RuntimeError(
+                f"{tool} failed ({result.returncode}):\n{result.stdout}{result.stderr}\n{log}"
+            )
+        return result.stdout
+
+    def init(self) -> None:
+        """Create the cluster: trust auth, superuser `postgres`, byte-order collation."""
+        self._run(
+            "initdb",
+            "-D",
+            str(self.data),
+            "-A",
+            "trust",
+            "-U",
+            "postgres",
+            "-E",
+            "UTF8",
+            "--locale=C",
+            "--no-sync",
+        )
+
+    def start(self) -> None:
+        """Start (or restart) the server and wait until it accepts connections."""
+        # No fsync: the OS keeps what a killed server wrote. Commits stay synchronous, so even
+        # an `immediate` stop (a crash) keeps every acknowledged transaction.
+        options = (
+            f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1"
+            " -c fsync=off -c full_page_writes=off"
+        )
+        log = str(self.log_path)
+        self._run("pg_ctl", "-D", str(self.data), "-l", log, "-o", options, "-w", "start")
+
+    def stop(self, mode: str = "fast") -> None:
+        """Stop the server: `fast` ends sessions cleanly, `immediate` is a crash."""
+        self._run("pg_ctl", "-D", str(self.data), "-m", mode, "-w", "-t", "30", "stop")
+
+    @property
+    def running(self) -> bool:
+        return (self.data / "postmaster.pid").exists()
+
+    def connect(self, dbname: str | None = None):  # type: ignore[no-untyped-def]
+        """A psycopg connection as the superuser (autocommit)."""
+        import psycopg
+
+        return psycopg.connect(
+            host="127.0.0.1",
+            port=self.port,
+            user="postgres",
+            dbname=dbname or self.DATABASE,
+            autocommit=True,
+            connect_timeout=5,
+        )
+
+    def psql(self, sql: str, dbname: str | None = None) -> str:
+        """Run SQL through psql as the superuser; returns unaligned, tuples-only output."""
+        server = ["-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres"]
+        command = [str(self.bindir / "psql"), *server, "-d", dbname or self.DATABASE, "-Atc", sql]
+        result = subprocess.run(command, capture_output=True, text=True, timeout=30, check=False)
+        if result.returncode:
+            raise RuntimeError(f"psql failed: {result.stderr}")
+        return result.stdout.strip()
+
+    def destroy(self) -> None:
+        """Stop the server if it runs and delete the cluster."""
+        try:
+            if self.running:
+                self.stop("immediate")
+        finally:
+            shutil.rmtree(self.root, ignore_errors=True)
+
+
+@pytest.fixture
+def private_postgres(tmp_path: Path) -> Iterator[PrivatePostgres]:
+    """A migrated PostgreSQL of the test's own (`.url`, `.stop()`, `.start()`, `.connect()`)."""
+    bindir = postgres_bindir()
+    if bindir is None:
+        reason = (
+            "PostgreSQL server binaries (initdb, pg_ctl) were not found in $PG_BINDIR, "
+            "/usr/lib/postgresql/*/bin or the PATH; install the postgresql package"
+        )
+        if CI:
+            pytest.fail(f"{reason}; CI=true requires them")
+        pytest.skip(reason)
+    instance = PrivatePostgres(bindir)
+    try:
+        instance.init()
+        instance.start()
+        instance.psql(f'CREATE DATABASE "{instance.DATABASE}"', dbname="postgres")
+        migrate(instance.url, tmp_path)
+        yield instance
+    finally:
+        instance.destroy()

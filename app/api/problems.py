@@ -10,6 +10,7 @@ import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 
 from app.observability.context import request_id_var
@@ -164,6 +165,13 @@ def install_problem_handlers(app: FastAPI) -> None:
             logger.warning("database unavailable: %s", exc)
         return await on_problem(_, store_problem(exc))
 
+    async def on_client_disconnect(_: Request, exc: Exception) -> Response:
+        # The client hung up before its body was read: nobody receives this answer and the
+        # service did nothing wrong. 499 (nginx's "client closed request") keeps client aborts
+        # out of the 5xx error rate and the error log.
+        logger.info("client disconnected before its request was read")
+        return Response(status_code=499)
+
     async def on_unexpected(_: Request, exc: Exception) -> Response:
         logger.error("unhandled error", exc_info=exc)
         return problem_response(500, "internal_error", "an unexpected error occurred")
@@ -172,6 +180,7 @@ def install_problem_handlers(app: FastAPI) -> None:
     app.add_exception_handler(StarletteHTTPException, on_http)
     app.add_exception_handler(RequestValidationError, on_validation)
     app.add_exception_handler(StoreError, on_store_error)
+    app.add_exception_handler(ClientDisconnect, on_client_disconnect)
     app.add_exception_handler(Exception, on_unexpected)
 
 

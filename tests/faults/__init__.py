@@ -1,0 +1,1 @@
+"""Fault-injection tests: outages, stalls, killed processes and lost responses."""
