@@ -35,7 +35,7 @@ class Settings(BaseSettings):
 
     db_threads: int = Field(4, ge=1, le=64, validation_alias="KV_DB_THREADS")
     db_timeout: float = Field(5.0, gt=0, le=120, validation_alias="KV_DB_TIMEOUT")
-    db_pool_max_idle: float = Field(60.0, ge=1, validation_alias="KV_DB_POOL_MAX_IDLE")
+    db_idle_timeout: float = Field(60.0, gt=0, validation_alias="KV_DB_IDLE_TIMEOUT")
     redis_timeout: float = Field(0.05, gt=0, le=5, validation_alias="KV_REDIS_TIMEOUT")
 
     log_format: Literal["json", "text"] = Field("json", validation_alias="LOG_FORMAT")

@@ -37,7 +37,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        configure_db_threads(settings.db_threads, settings.db_timeout)
+        configure_db_threads(settings.db_threads, settings.db_timeout, settings.db_idle_timeout)
         yield
         if isinstance(limiter, RedisLimiter):
             await limiter.close()

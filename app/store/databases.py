@@ -24,15 +24,9 @@ def database_config() -> dict[str, Any]:
             connect_timeout=max(1, math.ceil(timeout)),
             options=f"-c statement_timeout={int(timeout * 1000)}"
             f" -c lock_timeout={int(timeout * 1000)}",
-            # Django's psycopg pool: connections return to it when closed in their own thread.
-            pool={
-                "min_size": 1,
-                "max_size": settings.db_threads,
-                "timeout": timeout,
-                "max_idle": settings.db_pool_max_idle,
-            },
+            # Server-side prepared statements for queries a connection runs repeatedly.
+            prepare_threshold=5,
         )
-        config["CONN_MAX_AGE"] = 0  # required with the pool: each close returns the connection
     elif engine.endswith("mysql"):
         _use_pymysql()
         options.update(
@@ -43,15 +37,15 @@ def database_config() -> dict[str, Any]:
             isolation_level="read committed",
             init_command=f"SET SESSION innodb_lock_wait_timeout={max(1, math.ceil(timeout))}",
         )
-        config["CONN_MAX_AGE"] = 300
     elif engine.endswith("sqlite3"):
         options.update(
             timeout=timeout,
             transaction_mode="IMMEDIATE",
             init_command="PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
         )
-        config["CONN_MAX_AGE"] = None
     config["OPTIONS"] = options
+    # Each database thread keeps its connection; it is closed when the thread idles (run_db).
+    config["CONN_MAX_AGE"] = None
     config["CONN_HEALTH_CHECKS"] = False  # run_db drops broken connections after errors itself
     return config
 

@@ -1,10 +1,11 @@
-"""The one path to the database: ORM work runs on a small bounded thread pool.
+"""The one path to the database: ORM work runs on a small, fixed set of database threads.
 
 Django connections belong to the thread that opened them, and FastAPI never fires Django's
 request signals, so each job does the request-start and request-finish housekeeping itself, in
-the thread that owns the connection: broken connections are dropped after errors and, with the
-PostgreSQL pool, every connection goes back to the pool when the job ends. The number of threads
-bounds the number of database connections per process.
+the thread that owns the connection: a connection that failed is dropped and reopened by the next
+job. Each thread keeps its connection between jobs (no reconnect per request) and closes it
+itself after `idle_timeout` seconds without work. The number of threads bounds the number of
+database connections per process.
 """
 
 from __future__ import annotations
@@ -12,12 +13,19 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import functools
+import queue
+import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from typing import ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
-from django.db import DatabaseError, InterfaceError, OperationalError, close_old_connections
+from django.db import (
+    DatabaseError,
+    InterfaceError,
+    OperationalError,
+    close_old_connections,
+    connections,
+)
 
 from app.observability.metrics import DB_DURATION, DB_ERRORS
 from app.store.errors import DatabaseUnavailable
@@ -25,46 +33,98 @@ from app.store.errors import DatabaseUnavailable
 P = ParamSpec("P")
 T = TypeVar("T")
 
-_executor: ThreadPoolExecutor | None = None
-_timeout: float = 5.0
+_Job = tuple[Callable[[], Any], asyncio.AbstractEventLoop, "asyncio.Future[Any]"]
 
 
-def configure_db_threads(threads: int, timeout: float) -> None:
-    """Create the worker pool of this process (called by the app factory, after any fork)."""
-    global _executor, _timeout
-    if _executor is not None:
-        _executor.shutdown(wait=False)
-    _executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="kvkit-db")
-    _timeout = timeout
+class DatabaseThreads:
+    """A fixed set of threads, each owning at most one connection per database alias."""
+
+    def __init__(self, threads: int, timeout: float, idle_timeout: float) -> None:
+        self.timeout = timeout
+        self.idle_timeout = idle_timeout
+        self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._threads = [
+            threading.Thread(target=self._work, name=f"kvkit-db-{n}", daemon=True)
+            for n in range(threads)
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    async def run(self, job: Callable[[], T]) -> T:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        self._jobs.put((job, loop, future))
+        try:
+            # A backstop above the driver's own timeouts: waiting for a free thread counts too.
+            async with asyncio.timeout(self.timeout + 1.0):
+                return await future
+        except TimeoutError as exc:
+            DB_ERRORS.labels("timeout").inc()
+            raise DatabaseUnavailable("database did not answer in time") from exc
+
+    def shutdown(self) -> None:
+        """Stop the threads once their current jobs are done; each closes its connection."""
+        for _ in self._threads:
+            self._jobs.put(None)
+        for thread in self._threads:
+            thread.join(timeout=self.timeout + 1.0)
+
+    def _work(self) -> None:
+        while True:
+            try:
+                job = self._jobs.get(timeout=self.idle_timeout)
+            except queue.Empty:
+                connections.close_all()  # idle: give the connection back to the server
+                job = self._jobs.get()
+            if job is None:
+                connections.close_all()
+                return
+            fn, loop, future = job
+            try:
+                result = _run_job(fn)
+            except BaseException as exc:  # handed to the awaiting request
+                loop.call_soon_threadsafe(_settle, future, None, exc)
+            else:
+                loop.call_soon_threadsafe(_settle, future, result, None)
+
+
+def _settle(future: asyncio.Future[Any], result: Any, exc: BaseException | None) -> None:
+    if future.done():  # the request gave up waiting (timeout or disconnect)
+        return
+    if exc is None:
+        future.set_result(result)
+    else:
+        future.set_exception(exc)
+
+
+_threads: DatabaseThreads | None = None
+
+
+def configure_db_threads(threads: int, timeout: float, idle_timeout: float = 60.0) -> None:
+    """Start this process's database threads (called by the app factory, after any fork)."""
+    global _threads
+    if _threads is not None:
+        _threads.shutdown()
+    _threads = DatabaseThreads(threads, timeout, idle_timeout)
 
 
 def shutdown_db_threads() -> None:
-    """Close every thread's connection and stop the pool."""
-    global _executor
-    executor, _executor = _executor, None
-    if executor is None:
-        return
-    for _ in range(executor._max_workers):
-        executor.submit(_close_connections)
-    executor.shutdown(wait=True)
+    global _threads
+    threads, _threads = _threads, None
+    if threads is not None:
+        threads.shutdown()
 
 
 async def run_db(fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
     """Run `fn` in a database thread and return its result; DatabaseUnavailable on outage."""
-    if _executor is None:
-        configure_db_threads(4, _timeout)
-    assert _executor is not None
-    loop = asyncio.get_running_loop()
+    if _threads is None:
+        configure_db_threads(4, 5.0)
+    assert _threads is not None
     context = contextvars.copy_context()  # keeps the request's trace and log context
-    job = functools.partial(context.run, _run_job, functools.partial(fn, *args, **kwargs))
-    future = loop.run_in_executor(_executor, job)
+    job = functools.partial(context.run, fn, *args, **kwargs)
     started = time.perf_counter()
     try:
-        # A backstop above the driver's own timeouts: waiting for a free thread counts too.
-        return await asyncio.wait_for(future, timeout=_timeout + 1.0)
-    except TimeoutError as exc:
-        DB_ERRORS.labels("timeout").inc()
-        raise DatabaseUnavailable("database did not answer in time") from exc
+        return await _threads.run(job)
     finally:
         operation = getattr(fn, "__name__", "unknown")
         DB_DURATION.labels(operation).observe(time.perf_counter() - started)
@@ -86,12 +146,6 @@ def _run_job(fn: Callable[[], T]) -> T:
         raise
     finally:
         close_old_connections()
-
-
-def _close_connections() -> None:
-    from django.db import connections
-
-    connections.close_all()
 
 
 def _is_timeout(exc: Exception) -> bool:

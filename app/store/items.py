@@ -10,6 +10,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import F, JSONField, Value
 from django.utils import timezone
 
+from app.store.compiled import fetch_rows
 from app.store.errors import ItemNotFound, KeyExists, VersionMismatch
 from app.store.models import Item
 
@@ -35,10 +36,10 @@ def _json(value: Any) -> Any:
 
 
 def get_item(key: str) -> ItemRecord:
-    row = Item.objects.filter(pk=key).values_list(*_FIELDS).first()
-    if row is None:
+    rows = fetch_rows("get", lambda: Item.objects.filter(pk=key).values_list(*_FIELDS), [key])
+    if not rows:
         raise ItemNotFound(key)
-    return ItemRecord(*row)
+    return ItemRecord(*rows[0])
 
 
 def create_item(key: str, value: Any) -> ItemRecord:
@@ -49,6 +50,8 @@ def create_item(key: str, value: Any) -> ItemRecord:
                 key=key, value=_json(value), version=1, created_at=now, updated_at=now
             )
     except IntegrityError as exc:
+        if not Item.objects.filter(pk=key).exists():
+            raise  # another constraint failed (e.g. MariaDB's JSON_VALID check), not the key
         raise KeyExists(key) from exc
     return ItemRecord(key, value, 1, now, now)
 
@@ -75,12 +78,16 @@ def delete_item(key: str, expected_version: int | None = None) -> None:
 
 def list_items(limit: int, after: str | None = None, prefix: str | None = None) -> list[ItemRecord]:
     """Keyset page in key order: cost does not grow with depth (no OFFSET)."""
+    params: list[str] = []
     query = Item.objects.all()
     if prefix:
-        query = query.filter(key__gte=prefix, key__lt=prefix + _PREFIX_END)
+        query = query.filter(key__gte=prefix).filter(key__lt=prefix + _PREFIX_END)
+        params += [prefix, prefix + _PREFIX_END]
     if after is not None:
         query = query.filter(key__gt=after)
-    rows = query.order_by("key").values_list(*_FIELDS)[:limit]
+        params.append(after)
+    shape = ("list", bool(prefix), after is not None, limit)  # LIMIT is inlined in the SQL
+    rows = fetch_rows(shape, lambda: query.order_by("key").values_list(*_FIELDS)[:limit], params)
     return [ItemRecord(*row) for row in rows]
 
 

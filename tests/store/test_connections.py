@@ -32,9 +32,7 @@ def test_200_concurrent_requests_use_at_most_db_threads_connections(
 ) -> None:
     """200 concurrent requests use at most KV_DB_THREADS connections; then back to idle."""
     url = databases.url("postgres") + f"?application_name={_APP_NAME}"
-    server = server_factory(
-        "postgres", DATABASE_URL=url, KV_DB_THREADS="4", KV_DB_POOL_MAX_IDLE="1"
-    )
+    server = server_factory("postgres", DATABASE_URL=url, KV_DB_THREADS="4", KV_DB_IDLE_TIMEOUT="1")
     database = urlparse(databases.url("postgres")).path.lstrip("/")
     client = server.client(limits=httpx.Limits(max_connections=200))
     assert client.get("/readyz").status_code == 200
