@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
+import os
 import re
-import uuid
+import secrets
 
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -15,6 +17,17 @@ from app.observability.context import request_id_var
 _SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:@-]{1,128}$")
 
 logger = logging.getLogger("kvkit.errors")
+# Minted ids: a random per-process prefix and a counter, unique without a system call each.
+_ID_PREFIX = secrets.token_hex(8)
+_id_numbers = itertools.count()
+
+
+def _reseed_after_fork() -> None:
+    global _ID_PREFIX
+    _ID_PREFIX = secrets.token_hex(8)
+
+
+os.register_at_fork(after_in_child=_reseed_after_fork)
 
 
 class RequestIdMiddleware:
@@ -28,7 +41,11 @@ class RequestIdMiddleware:
             await self.app(scope, receive, send)
             return
         supplied = _header(scope, b"x-request-id")
-        request_id = supplied if supplied and _SAFE_REQUEST_ID.match(supplied) else uuid.uuid4().hex
+        request_id = (
+            supplied
+            if supplied and _SAFE_REQUEST_ID.match(supplied)
+            else f"{_ID_PREFIX}{next(_id_numbers):016x}"
+        )
         token = request_id_var.set(request_id)
 
         started = False

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import atexit
 import logging
+import logging.handlers
+import queue
 import sys
 from datetime import UTC, datetime
 from typing import Any
@@ -46,19 +49,48 @@ class JsonFormatter(logging.Formatter):
                 entry[name] = value
         if record.exc_info:
             entry["exc_info"] = self.formatException(record.exc_info)
+        elif record.exc_text:
+            entry["exc_info"] = record.exc_text
         return orjson.dumps(entry, default=str).decode()
+
+
+class _ContextQueueHandler(logging.handlers.QueueHandler):
+    """Hands records to a writer thread, so the event loop never waits on a log write.
+
+    The request's ids are stamped here, in the thread that logs; formatting and the write happen
+    in the listener's thread.
+    """
+
+    def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
+        record.msg = record.getMessage()
+        record.args = None
+        if record.exc_info:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+            record.exc_info = None
+        return record
+
+
+_listener: logging.handlers.QueueListener | None = None
 
 
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"
 
 
 def configure_logging(settings: Settings) -> None:
-    """Send every logger, uvicorn's included, through one stderr handler in the chosen format."""
-    handler = logging.StreamHandler(sys.stderr)
-    handler.addFilter(ContextFilter())
-    handler.setFormatter(
+    """Send every logger, uvicorn's included, through one stderr writer in the chosen format."""
+    global _listener
+    writer = logging.StreamHandler(sys.stderr)
+    writer.setFormatter(
         JsonFormatter() if settings.log_format == "json" else logging.Formatter(TEXT_FORMAT)
     )
+    records: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
+    handler = _ContextQueueHandler(records)
+    handler.addFilter(ContextFilter())
+    if _listener is not None:
+        _listener.stop()
+    _listener = logging.handlers.QueueListener(records, writer)
+    _listener.start()
+    atexit.register(_listener.stop)  # flush what is queued when the process exits
     root = logging.getLogger()
     for old in root.handlers[:]:
         root.removeHandler(old)

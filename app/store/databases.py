@@ -24,7 +24,8 @@ def database_config() -> dict[str, Any]:
             connect_timeout=max(1, math.ceil(timeout)),
             options=f"-c statement_timeout={int(timeout * 1000)}"
             f" -c lock_timeout={int(timeout * 1000)}",
-            # Server-side prepared statements for queries a connection runs repeatedly.
+            # Server-side binding, so queries a connection repeats become prepared statements.
+            server_side_binding=True,
             prepare_threshold=5,
         )
     elif engine.endswith("mysql"):
