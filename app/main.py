@@ -22,14 +22,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     setup_django()
 
     from app.api import health, items, metrics
+    from app.api.guard import GuardMiddleware
     from app.api.middleware import BodyLimitMiddleware, RequestIdMiddleware
     from app.api.problems import install_problem_handlers
     from app.observability.middleware import ObservabilityMiddleware
     from app.ratelimit.factory import build_limiter
-    from app.ratelimit.middleware import RateLimitMiddleware
     from app.ratelimit.redis import RedisLimiter
     from app.security.identity import ApiKeys
-    from app.security.middleware import AuthMiddleware, ClientMiddleware
     from app.store.db import configure_db_threads, shutdown_db_threads
 
     limiter = build_limiter(settings)
@@ -55,9 +54,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for router in routers:
         api.include_router(router)
     # Each add_middleware wraps the previous ones: the last added runs first.
-    api.add_middleware(AuthMiddleware, keys=keys)
-    api.add_middleware(RateLimitMiddleware, limiter=limiter)
-    api.add_middleware(ClientMiddleware, keys=keys, trusted=settings.trusted_proxy_networks)
+    api.add_middleware(
+        GuardMiddleware, keys=keys, trusted=settings.trusted_proxy_networks, limiter=limiter
+    )
     api.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
     api.add_middleware(ObservabilityMiddleware, routes=[r for rs in routers for r in rs.routes])
     api.add_middleware(RequestIdMiddleware)

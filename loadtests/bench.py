@@ -293,7 +293,7 @@ def bench_service(
 ) -> dict[str, Any]:
     """Every workload against kvkit, with connection, memory and startup figures."""
     startup = measure_startup(settings, args.startup_samples, args.reports / "bench-startup.log")
-    plan = workloads(args.items)
+    plan = [w for w in workloads(args.items) if not args.only or w.name in args.only]
     results: dict[str, dict[str, Any]] = {}
     started = time.monotonic()
     with (
@@ -472,6 +472,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--db-threads", type=int, default=4, help="KV_DB_THREADS")
     parser.add_argument("--items", type=int, default=10_000)
     parser.add_argument("--scale", action="store_true", help="also run the 1M-item check")
+    parser.add_argument(
+        "--only", nargs="+", metavar="NAME", help="run only these workloads (get, list, put, ...)"
+    )
     parser.add_argument("--scale-items", type=int, default=1_000_000)
     parser.add_argument("--startup-samples", type=int, default=3)
     parser.add_argument("--log-level", default="INFO", help="LOG_LEVEL of the servers")

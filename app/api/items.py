@@ -32,7 +32,7 @@ from app.idempotency.keys import (
     fingerprint,
     parse_idempotency_key,
 )
-from app.security.middleware import identity_of
+from app.security.identity import identity_of
 from app.services import items as service
 from app.services.writes import Renderer, WriteResult
 from app.store.errors import StoreError

@@ -87,3 +87,18 @@ def _is_trusted(address: str, trusted: Sequence[Network]) -> bool:
     except ValueError:
         return False
     return any(ip in network for network in trusted)
+
+
+def resolve_identity(scope: Scope, keys: ApiKeys, trusted: Sequence[Network]) -> ClientIdentity:
+    """The valid API key's id, else the client's address."""
+    key_id = keys.match(presented_key(scope))
+    if key_id:
+        return ClientIdentity(key_id, True)
+    return ClientIdentity("ip:" + client_address(scope, trusted), False)
+
+
+def identity_of(scope: Scope) -> ClientIdentity:
+    """The identity GuardMiddleware attached to this request."""
+    identity = scope.get("state", {}).get("client")
+    assert isinstance(identity, ClientIdentity), "GuardMiddleware must run first"
+    return identity

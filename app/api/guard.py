@@ -1,7 +1,9 @@
-"""Apply the limiter to every /v1 request and report it in headers."""
+"""The gate in front of /v1: who is calling, whether they are within their limit, and whether
+they may come in. One middleware, so the three checks cost one pass per request."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Protocol
 
 from starlette.datastructures import MutableHeaders
@@ -10,26 +12,39 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from app.api.problems import problem_response
 from app.observability.metrics import RATELIMIT_DECISIONS
 from app.ratelimit.decision import LimiterUnavailable, RateLimitDecision
-from app.security.middleware import PROTECTED_PREFIX, identity_of
+from app.security.identity import ApiKeys, Network, resolve_identity
+
+PROTECTED_PREFIX = "/v1"
 
 
 class Limiter(Protocol):
     async def hit(self, client: str) -> RateLimitDecision: ...
 
 
-class RateLimitMiddleware:
-    """429 over the limit; RateLimit headers on every /v1 response; health and metrics exempt."""
+class GuardMiddleware:
+    """Identify the caller (valid API key, else client address), apply its rate limit (429,
+    RateLimit headers on every /v1 response), then require a key when keys are configured (401).
 
-    def __init__(self, app: ASGIApp, limiter: Limiter) -> None:
+    Limits come before auth, so guessing keys is rate limited per address too. /healthz,
+    /readyz and /metrics are outside /v1: never limited, never authenticated.
+    """
+
+    def __init__(
+        self, app: ASGIApp, keys: ApiKeys, trusted: Sequence[Network], limiter: Limiter
+    ) -> None:
         self.app = app
+        self.keys = keys
+        self.trusted = tuple(trusted)
         self.limiter = limiter
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or not scope["path"].startswith(PROTECTED_PREFIX):
             await self.app(scope, receive, send)
             return
+        identity = resolve_identity(scope, self.keys, self.trusted)
+        scope.setdefault("state", {})["client"] = identity
         try:
-            decision = await self.limiter.hit(identity_of(scope).id)
+            decision = await self.limiter.hit(identity.id)
         except LimiterUnavailable:
             response = problem_response(
                 503,
@@ -57,4 +72,13 @@ class RateLimitMiddleware:
                 MutableHeaders(scope=message).update(headers)
             await send(message)
 
+        if self.keys.required and not identity.authenticated:
+            response = problem_response(
+                401,
+                "unauthorized",
+                "a valid API key is required (Authorization: Bearer <key> or X-API-Key)",
+                headers={"WWW-Authenticate": 'Bearer realm="kvkit"'},
+            )
+            await response(scope, receive, send_with_headers)
+            return
         await self.app(scope, receive, send_with_headers)
