@@ -308,7 +308,7 @@ def bench_service(
         startup["gunicorn_start_to_readyz_s"] = round(time.monotonic() - started, 3)
         api_key = settings["KV_API_KEYS"]
         item = stack.http_get(f"{server.url}/v1/items/{seeded_key(0)}", {"X-API-Key": api_key})
-        if args.warmup:
+        if args.warmup and plan:
             wrk.run(server.url, plan[0], args.warmup)
         for workload in plan:
             sampler.reset_window()
