@@ -32,10 +32,9 @@ typecheck: venv
 lint-deploy: venv  ## Dockerfile, compose, Kubernetes and Prometheus checks (installs promtool as root).
 	PATH="$(CURDIR)/$(BIN):$$PATH" scripts/lint-deploy.sh
 
-test: venv lint typecheck lint-deploy  ## Every test, against real PostgreSQL, MariaDB and Redis.
+test: venv lint typecheck lint-deploy load-ci  ## Every test, against real PostgreSQL, MariaDB and Redis.
 	$(BIN)/python -m pytest $(PYTEST_ARGS); status=$$?; \
 	if [ $$status -eq 5 ]; then echo "pytest ran no tests" >&2; exit 1; fi; exit $$status
-	$(MAKE) load-ci
 
 load: venv  ## Locust against gunicorn + PostgreSQL + Redis; fails past thresholds (LOAD_ARGS="--run-time 60s --users 20").
 	$(BIN)/python loadtests/run_load.py $(LOAD_ARGS)

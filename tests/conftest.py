@@ -318,6 +318,8 @@ class PrivateRedis:
                 "",
                 "--appendonly",
                 "no",
+                "--enable-debug-command",  # DEBUG SLEEP stalls it on purpose (loopback only)
+                "local",
                 "--dir",
                 str(self.workdir),
             ],

@@ -2,32 +2,20 @@
 
 from __future__ import annotations
 
-import itertools
 import logging
-import os
 import re
-import secrets
 
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.api.problems import ProblemError, problem_response
+from app.ids import UniqueIds
 from app.observability.context import request_id_var
 
 _SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:@-]{1,128}$")
 
 logger = logging.getLogger("kvkit.errors")
-# Minted ids: a random per-process prefix and a counter, unique without a system call each.
-_ID_PREFIX = secrets.token_hex(8)
-_id_numbers = itertools.count()
-
-
-def _reseed_after_fork() -> None:
-    global _ID_PREFIX
-    _ID_PREFIX = secrets.token_hex(8)
-
-
-os.register_at_fork(after_in_child=_reseed_after_fork)
+_request_ids = UniqueIds()
 
 
 class RequestIdMiddleware:
@@ -42,9 +30,7 @@ class RequestIdMiddleware:
             return
         supplied = _header(scope, b"x-request-id")
         request_id = (
-            supplied
-            if supplied and _SAFE_REQUEST_ID.match(supplied)
-            else f"{_ID_PREFIX}{next(_id_numbers):016x}"
+            supplied if supplied and _SAFE_REQUEST_ID.match(supplied) else _request_ids.next()
         )
         token = request_id_var.set(request_id)
 

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import itertools
 import logging
-import os
-import secrets
 import time
 from importlib import resources
 from typing import Literal
@@ -15,6 +12,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 from redis.retry import Retry
 
+from app.ids import UniqueIds
 from app.observability.metrics import observe_redis
 from app.ratelimit.decision import LimiterUnavailable, RateLimitDecision
 from app.ratelimit.local import LocalLimiter
@@ -24,18 +22,8 @@ logger = logging.getLogger("kvkit.ratelimit")
 SCRIPT = resources.files("app.ratelimit").joinpath("sliding_log.lua").read_text()
 # After a failure Redis is left alone this long: an outage costs one timeout, not one per request.
 COOLDOWN_SECONDS = 1.0
-# Sorted-set members must be unique per request across every process: a random process prefix
-# and a counter are, without a system call per request.
-_MEMBER_PREFIX = secrets.token_hex(8)
-_member_numbers = itertools.count()
-
-
-def _reseed_after_fork() -> None:
-    global _MEMBER_PREFIX
-    _MEMBER_PREFIX = secrets.token_hex(8)
-
-
-os.register_at_fork(after_in_child=_reseed_after_fork)
+# Sorted-set members must be unique per request across every process.
+_members = UniqueIds()
 
 
 def connect(url: str, timeout: float) -> Redis:
@@ -77,7 +65,7 @@ class RedisLimiter:
                 with observe_redis("evalsha"):
                     allowed, remaining, reset_us = await self._script(
                         keys=[f"kvkit:rl:{client}"],
-                        args=[self.limit, self.window, f"{_MEMBER_PREFIX}:{next(_member_numbers)}"],
+                        args=[self.limit, self.window, _members.next()],
                     )
             except (RedisError, OSError) as exc:
                 self._mark_down(exc)

@@ -7,11 +7,8 @@ import json
 import os
 import re
 import signal
-import subprocess
 import time
 from pathlib import Path
-
-from tests.conftest import PrivateRedis, port_open
 
 # An access line's message ends with the status; 503 is the promised answer to an outage.
 _SERVER_ERROR = re.compile(r"\s5(?!03)\d\d$")
@@ -97,33 +94,3 @@ def _describe(line: str) -> str:
         )
         if part != ""
     )
-
-
-class StallableRedis(PrivateRedis):
-    """A private Redis that accepts DEBUG SLEEP from loopback clients (off by default in 7.0)."""
-
-    def start(self) -> None:
-        self.process = subprocess.Popen(
-            [
-                "redis-server",
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--enable-debug-command",
-                "local",
-                "--dir",
-                str(self.workdir),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 10
-        while not port_open(("127.0.0.1", self.port)):
-            if time.monotonic() > deadline:
-                raise RuntimeError("private redis-server did not start")
-            time.sleep(0.05)

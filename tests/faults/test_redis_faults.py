@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import concurrent.futures
-import shutil
 import threading
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
@@ -15,8 +12,8 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from tests.conftest import CI, ServerFactory
-from tests.faults.support import StallableRedis, assert_clean_log
+from tests.conftest import PrivateRedis, ServerFactory
+from tests.faults.support import assert_clean_log
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -25,23 +22,11 @@ STALL_SECONDS = 2
 COOLDOWN_SECONDS = 1.0
 
 
-@pytest.fixture
-def stallable_redis(tmp_path: Path) -> Iterator[StallableRedis]:
-    if shutil.which("redis-server") is None:
-        if CI:
-            pytest.fail("redis-server is not installed; CI=true requires it")
-        pytest.skip("redis-server is not installed")
-    instance = StallableRedis(tmp_path)
-    instance.start()
-    yield instance
-    instance.stop()
-
-
 def test_stalled_redis_does_not_serialise_requests(
-    server_factory: ServerFactory, stallable_redis: StallableRedis, api_keys: list[str]
+    server_factory: ServerFactory, private_redis: PrivateRedis, api_keys: list[str]
 ) -> None:
     """While Redis sleeps 2 s, 20 concurrent GETs to one worker finish long before it wakes."""
-    server = server_factory(REDIS_URL=stallable_redis.url, KV_API_KEYS=api_keys[0])
+    server = server_factory(REDIS_URL=private_redis.url, KV_API_KEYS=api_keys[0])
     # One pool, so the client's own setup costs stay out of the timings; concurrent requests
     # each get a connection of their own.
     http = server.client(
@@ -57,14 +42,14 @@ def test_stalled_redis_does_not_serialise_requests(
     assert http.get("/readyz").json()["redis"] == "up"
 
     def stall() -> None:
-        with redis.Redis(port=stallable_redis.port, socket_timeout=STALL_SECONDS + 5) as sleeper:
+        with redis.Redis(port=private_redis.port, socket_timeout=STALL_SECONDS + 5) as sleeper:
             sleeper.execute_command("DEBUG", "SLEEP", str(STALL_SECONDS))
 
     sleeper = threading.Thread(target=stall)
     sleeper.start()
     # Prove the stall is in effect before measuring: a PING now cannot be answered.
     time.sleep(0.2)
-    probe = redis.Redis(port=stallable_redis.port, socket_timeout=0.2, retry=Retry(NoBackoff(), 0))
+    probe = redis.Redis(port=private_redis.port, socket_timeout=0.2, retry=Retry(NoBackoff(), 0))
     with probe, pytest.raises(redis.TimeoutError):
         probe.ping()
     stalled_at = time.monotonic()
@@ -95,7 +80,7 @@ def test_stalled_redis_does_not_serialise_requests(
 
     assert http.get("/readyz").json()["redis"] == "up"
     # Redis answers again: within one cooldown the limiter counts requests in Redis again.
-    store = stallable_redis.client()
+    store = private_redis.client()
 
     def counted() -> int:
         return sum(store.zcard(key) for key in store.scan_iter("kvkit:rl:*"))
