@@ -9,7 +9,7 @@ import orjson
 from fastapi import Request
 from pydantic import BaseModel, ValidationError
 
-from app.api.problems import ProblemError
+from app.api.problems import ProblemError, validation_error
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -38,17 +38,8 @@ async def read_json(request: Request, model: type[M]) -> M:
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        errors = [
-            {"loc": ["body", *map(str, e["loc"])], "msg": e["msg"], "type": e["type"]}
-            for e in exc.errors(include_url=False, include_input=False)
-        ]
-        first = errors[0]
-        raise ProblemError(
-            422,
-            "validation_error",
-            f"{'.'.join(first['loc'][1:]) or 'body'}: {first['msg']}",
-            errors=errors,
-        ) from exc
+        errors = exc.errors(include_url=False, include_input=False)
+        raise validation_error([{**e, "loc": ("body", *e["loc"])} for e in errors]) from exc
 
 
 def encode_value(value: Any, max_bytes: int) -> bytes:

@@ -15,7 +15,13 @@ from starlette.types import Receive, Scope, Send
 
 from app.api.body import encode_value, read_json
 from app.api.pagination import decode_cursor, encode_cursor
-from app.api.problems import PROBLEM_JSON, ProblemError, problem_body, store_problem
+from app.api.problems import (
+    PROBLEM_JSON,
+    ProblemError,
+    problem_body,
+    store_problem,
+    validation_error,
+)
 from app.api.schemas import (
     KEY_PATTERN,
     PREFIX_PATTERN,
@@ -249,14 +255,8 @@ def _refuse_repeated(request: Request, *names: str) -> None:
     """422 for a parameter given twice: a proxy and this service could each read another one."""
     for name in names:
         if len(request.query_params.getlist(name)) > 1:
-            raise ProblemError(
-                422,
-                "validation_error",
-                f"{name}: given more than once",
-                errors=[
-                    {"loc": ["query", name], "msg": "given more than once", "type": "value_error"}
-                ],
-            )
+            error = {"loc": ("query", name), "msg": "given more than once", "type": "value_error"}
+            raise validation_error([error])
 
 
 class _OtherMethods:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 
-from app.api.problems import ProblemError
+from app.api.problems import validation_error
 from app.api.schemas import KEY_RE
 
 _VERSION = b"k1:"
@@ -23,10 +23,13 @@ def decode_cursor(cursor: str) -> str:
     except (binascii.Error, UnicodeDecodeError, ValueError):
         key = ""
     if not KEY_RE.fullmatch(key):  # match() would let "$" accept a trailing newline
-        raise ProblemError(
-            422,
-            "validation_error",
-            "cursor: not a cursor issued by this service",
-            errors=[{"loc": ["query", "cursor"], "msg": "invalid cursor", "type": "value_error"}],
+        raise validation_error(
+            [
+                {
+                    "loc": ("query", "cursor"),
+                    "msg": "not a cursor issued by this service",
+                    "type": "value_error",
+                }
+            ]
         )
     return key

@@ -157,7 +157,7 @@ def install_problem_handlers(app: FastAPI) -> None:
 
     async def on_validation(_: Request, exc: Exception) -> Response:
         assert isinstance(exc, RequestValidationError)
-        return validation_problem(exc.errors())
+        return await on_problem(_, validation_error(exc.errors()))
 
     async def on_store_error(_: Request, exc: Exception) -> Response:
         assert isinstance(exc, StoreError)
@@ -184,8 +184,8 @@ def install_problem_handlers(app: FastAPI) -> None:
     app.add_exception_handler(Exception, on_unexpected)
 
 
-def validation_problem(errors: Sequence[Mapping[str, Any]]) -> Response:
-    """422 listing where and why; never echoes the rejected input back."""
+def validation_error(errors: Sequence[Mapping[str, Any]]) -> ProblemError:
+    """422 listing where and why, from pydantic-style errors; never echoes the rejected input."""
     cleaned = [
         {
             "loc": [str(part) for part in error.get("loc", ())],
@@ -197,4 +197,4 @@ def validation_problem(errors: Sequence[Mapping[str, Any]]) -> Response:
     first = cleaned[0] if cleaned else {"loc": [], "msg": "invalid request"}
     where = ".".join(first["loc"][1:] if len(first["loc"]) > 1 else first["loc"])
     detail = f"{where}: {first['msg']}" if where else str(first["msg"])
-    return problem_response(422, "validation_error", detail, errors=cleaned)
+    return ProblemError(422, "validation_error", detail, errors=cleaned)

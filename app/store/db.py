@@ -27,6 +27,7 @@ from django.db import (
     connections,
 )
 
+from app.config import get_settings
 from app.observability.metrics import DB_DURATION, DB_ERRORS
 from app.store.errors import DatabaseUnavailable
 
@@ -117,8 +118,9 @@ def shutdown_db_threads() -> None:
 
 async def run_db(fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
     """Run `fn` in a database thread and return its result; DatabaseUnavailable on outage."""
-    if _threads is None:
-        configure_db_threads(4, 5.0)
+    if _threads is None:  # outside the app's lifespan, e.g. a script calling services directly
+        settings = get_settings()
+        configure_db_threads(settings.db_threads, settings.db_timeout, settings.db_idle_timeout)
     assert _threads is not None
     context = contextvars.copy_context()  # keeps the request's trace and log context
     job = functools.partial(context.run, fn, *args, **kwargs)

@@ -13,7 +13,7 @@ import hashlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
@@ -56,7 +56,7 @@ def execute_once(
         )
         if previous is not None:
             old_fingerprint, status, body, headers, expires_at = previous
-            if _is_live(expires_at, now):
+            if expires_at > now:
                 if old_fingerprint != fingerprint:
                     raise IdempotencyKeyReused(key)
                 return IdempotentOutcome(StoredResponse(status, bytes(body), headers), True)
@@ -84,10 +84,6 @@ def purge_expired() -> int:
     """Delete expired records; returns how many."""
     deleted, _ = IdempotencyRecord.objects.filter(expires_at__lte=timezone.now()).delete()
     return deleted
-
-
-def _is_live(expires_at: datetime, now: datetime) -> bool:
-    return expires_at > now
 
 
 def _lock_id(client: str, key: str) -> bytes:
