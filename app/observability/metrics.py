@@ -6,10 +6,12 @@ worker sums them all; that mode allows only plain counters, gauges and histogram
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import TypeVar
 
 from prometheus_client import (
     REGISTRY,
@@ -20,6 +22,9 @@ from prometheus_client import (
     generate_latest,
 )
 from prometheus_client import multiprocess as prometheus_multiprocess
+from prometheus_client.metrics import MetricWrapperBase
+
+M = TypeVar("M", bound=MetricWrapperBase)
 
 # A key-value API answers in milliseconds; the tail up to seconds shows timeouts.
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
@@ -68,10 +73,20 @@ REDIS_ERRORS = Counter(
 )
 REDIS_DURATION = Histogram(
     "kvkit_redis_duration_seconds",
-    "Time of one Redis command.",
+    "Time of one Redis round trip (rate-limit checks sent together in a pipeline count once).",
     ["operation"],
     buckets=LATENCY_BUCKETS,
 )
+
+
+@functools.cache
+def labelled(metric: M, *values: str) -> M:
+    """The child of `metric` for these label values, found once per process.
+
+    `labels()` validates, builds a tuple and takes a lock on every call; label values here are
+    route templates, methods and fixed words, so the cache stays small.
+    """
+    return metric.labels(*values)
 
 
 @contextmanager
@@ -81,10 +96,10 @@ def observe_redis(operation: str) -> Iterator[None]:
     try:
         yield
     except BaseException:
-        REDIS_ERRORS.labels(operation).inc()
+        labelled(REDIS_ERRORS, operation).inc()
         raise
     finally:
-        REDIS_DURATION.labels(operation).observe(time.perf_counter() - started)
+        labelled(REDIS_DURATION, operation).observe(time.perf_counter() - started)
 
 
 def exposition() -> bytes:

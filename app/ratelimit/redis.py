@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from importlib import resources
@@ -14,12 +15,15 @@ from redis.retry import Retry
 
 from app.ids import UniqueIds
 from app.observability.metrics import observe_redis
+from app.ratelimit.batching import ScriptBatcher
 from app.ratelimit.decision import LimiterUnavailable, RateLimitDecision
 from app.ratelimit.local import LocalLimiter
 
 logger = logging.getLogger("kvkit.ratelimit")
 
 SCRIPT = resources.files("app.ratelimit").joinpath("sliding_log.lua").read_text()
+# The name Redis gives the script (SCRIPT LOAD answers the same SHA-1).
+SCRIPT_SHA = hashlib.sha1(SCRIPT.encode(), usedforsecurity=False).hexdigest()
 # After a failure Redis is left alone this long: an outage costs one timeout, not one per request.
 COOLDOWN_SECONDS = 1.0
 # Sorted-set members must be unique per request across every process.
@@ -54,19 +58,16 @@ class RedisLimiter:
         self.window = window
         self.fallback = fallback
         self.on_error = on_error
-        # redis-py's Script runs EVALSHA and reloads the script on NOSCRIPT (flush or restart).
-        self._script = redis.register_script(SCRIPT)
+        self._batcher = ScriptBatcher(redis, SCRIPT, SCRIPT_SHA)
         self._down_until = 0.0
         self.healthy = True
 
     async def hit(self, client: str) -> RateLimitDecision:
         if time.monotonic() >= self._down_until:
             try:
-                with observe_redis("evalsha"):
-                    allowed, remaining, reset_us = await self._script(
-                        keys=[f"kvkit:rl:{client}"],
-                        args=[self.limit, self.window, _members.next()],
-                    )
+                allowed, remaining, reset_us = await self._batcher.run(
+                    f"kvkit:rl:{client}", self.limit, self.window, _members.next()
+                )
             except (RedisError, OSError) as exc:
                 self._mark_down(exc)
             else:
