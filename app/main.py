@@ -47,6 +47,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version=package.__version__,
         description="A key-value HTTP service with safe retries and shared rate limits.",
         lifespan=lifespan,
+        # Traces come from the OpenTelemetry instrumentation (observability/tracing.py) and
+        # metrics from prometheus-client; FastAPI's own telemetry would check its providers on
+        # every request to find nothing to do.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     api.state.limiter = limiter
     install_problem_handlers(api)

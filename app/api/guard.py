@@ -6,11 +6,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
-from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.api.problems import problem_response
-from app.observability.metrics import RATELIMIT_DECISIONS
+from app.observability.metrics import RATELIMIT_DECISIONS, labelled
 from app.ratelimit.decision import LimiterUnavailable, RateLimitDecision
 from app.security.identity import ApiKeys, Network, resolve_identity
 
@@ -54,7 +53,7 @@ class GuardMiddleware:
             )
             await response(scope, receive, send)
             return
-        RATELIMIT_DECISIONS.labels(decision.outcome).inc()
+        labelled(RATELIMIT_DECISIONS, decision.outcome).inc()
         headers = decision.headers()
         if not decision.allowed:
             response = problem_response(
@@ -67,9 +66,11 @@ class GuardMiddleware:
             await response(scope, receive, send)
             return
 
+        raw_headers = [(k.lower().encode(), v.encode()) for k, v in headers.items()]
+
         async def send_with_headers(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                MutableHeaders(scope=message).update(headers)
+            if message["type"] == "http.response.start":  # no route sets these: append
+                message["headers"] = [*message.get("headers", ()), *raw_headers]
             await send(message)
 
         if self.keys.required and not identity.authenticated:

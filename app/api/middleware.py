@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import re
 
-from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.api.problems import ProblemError, problem_response
@@ -36,11 +35,13 @@ class RequestIdMiddleware:
 
         started = False
 
+        id_header = (b"x-request-id", request_id.encode())
+
         async def send_with_id(message: Message) -> None:
             nonlocal started
-            if message["type"] == "http.response.start":
+            if message["type"] == "http.response.start":  # no route sets it: append
                 started = True
-                MutableHeaders(scope=message)["X-Request-ID"] = request_id
+                message["headers"] = [*message.get("headers", ()), id_header]
             await send(message)
 
         try:

@@ -7,6 +7,8 @@ import logging
 import logging.handlers
 import queue
 import sys
+import threading
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -70,7 +72,70 @@ class _ContextQueueHandler(logging.handlers.QueueHandler):
         return record
 
 
-_listener: logging.handlers.QueueListener | None = None
+class LineWriter:
+    """The one thread that formats queued records and writes them, a burst per write call.
+
+    A lone record is written at once. When records came faster than one at a time, the thread
+    rests `linger` seconds after the write, so under load one write (and one wake-up of this
+    thread) carries many lines instead of one each.
+    """
+
+    _STOP = logging.makeLogRecord({"msg": "stop"})
+
+    def __init__(
+        self,
+        records: queue.SimpleQueue[logging.LogRecord],
+        formatter: logging.Formatter,
+        linger: float = 0.005,
+    ) -> None:
+        self._records = records
+        self._formatter = formatter
+        self._linger = linger
+        self._thread = threading.Thread(target=self._run, name="kvkit-log-writer", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Write everything queued so far, then end the thread."""
+        if self._thread.is_alive():
+            self._records.put(self._STOP)
+            self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        while True:
+            batch = [self._records.get()]
+            while True:
+                try:
+                    batch.append(self._records.get_nowait())
+                except queue.Empty:
+                    break
+            stopping = any(record is self._STOP for record in batch)
+            lines = [self._line(record) for record in batch if record is not self._STOP]
+            if lines:
+                try:
+                    sys.stderr.write("".join(lines))
+                    sys.stderr.flush()
+                except (OSError, ValueError):
+                    pass  # stderr is gone (closed pipe, shutdown): nowhere left to report it
+            if stopping:
+                return
+            if len(batch) > 1:  # a burst: let the next one gather
+                time.sleep(self._linger)
+
+    def _line(self, record: logging.LogRecord) -> str:
+        try:
+            return self._formatter.format(record) + "\n"
+        except Exception:  # a record that cannot be formatted must not stop the writer
+            return f"unformattable log record from {record.name}\n"
+
+
+# Records carry no thread or process names: no format uses them, and each costs a lookup.
+logging.logThreads = False
+logging.logProcesses = False
+logging.logMultiprocessing = False
+
+_writer: LineWriter | None = None
 
 
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"
@@ -78,19 +143,16 @@ TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"
 
 def configure_logging(settings: Settings) -> None:
     """Send every logger, uvicorn's included, through one stderr writer in the chosen format."""
-    global _listener
-    writer = logging.StreamHandler(sys.stderr)
-    writer.setFormatter(
-        JsonFormatter() if settings.log_format == "json" else logging.Formatter(TEXT_FORMAT)
-    )
+    global _writer
+    formatter = JsonFormatter() if settings.log_format == "json" else logging.Formatter(TEXT_FORMAT)
     records: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
     handler = _ContextQueueHandler(records)
     handler.addFilter(ContextFilter())
-    if _listener is not None:
-        _listener.stop()
-    _listener = logging.handlers.QueueListener(records, writer)
-    _listener.start()
-    atexit.register(_listener.stop)  # flush what is queued when the process exits
+    if _writer is not None:
+        _writer.stop()
+    _writer = LineWriter(records, formatter)
+    _writer.start()
+    atexit.register(_writer.stop)  # flush what is queued when the process exits
     root = logging.getLogger()
     for old in root.handlers[:]:
         root.removeHandler(old)

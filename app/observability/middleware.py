@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.observability.metrics import HTTP_DURATION, HTTP_IN_FLIGHT, HTTP_REQUESTS
+from app.observability.metrics import HTTP_DURATION, HTTP_IN_FLIGHT, HTTP_REQUESTS, labelled
 
 access_logger = logging.getLogger("kvkit.access")
 
@@ -50,8 +50,8 @@ class ObservabilityMiddleware:
             duration = time.perf_counter() - started
             method = scope["method"] if scope["method"] in _METHODS else "OTHER"
             route = self.route_of(scope)
-            HTTP_REQUESTS.labels(method, route, f"{status // 100}xx").inc()
-            HTTP_DURATION.labels(method, route).observe(duration)
+            labelled(HTTP_REQUESTS, method, route, f"{status // 100}xx").inc()
+            labelled(HTTP_DURATION, method, route).observe(duration)
             access_logger.info(
                 "%s %s %s",
                 method,

@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import io
 import json
+import logging
+import queue
+import sys
+import threading
 import time
 import uuid
 from typing import Any
 
+import pytest
+
+from app.observability.logging import LineWriter
 from tests.conftest import Server, ServerFactory
 
 ACCESS_FIELDS = {
@@ -92,3 +100,45 @@ def test_rejected_requests_are_logged_without_their_key(
     assert entry["status"] == 401
     assert entry["client"] == "ip:127.0.0.1"
     assert wrong_key not in server.log()
+
+
+# --------------------------------------------------------------------------- the writer thread
+
+
+def test_line_writer_writes_every_record_of_a_burst_in_order(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Records from several threads all arrive, each thread's in its own order; stop() flushes."""
+    stream = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", stream)
+    records: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
+    writer = LineWriter(records, logging.Formatter("%(name)s %(message)s"), linger=0.01)
+    writer.start()
+
+    def emit(thread: int) -> None:
+        for n in range(500):
+            records.put(logging.makeLogRecord({"name": f"t{thread}", "msg": str(n)}))
+
+    threads = [threading.Thread(target=emit, args=(t,)) for t in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    writer.stop()
+    lines = stream.getvalue().splitlines()
+    assert len(lines) == 2000
+    for thread in range(4):
+        numbers = [int(line.split()[1]) for line in lines if line.startswith(f"t{thread} ")]
+        assert numbers == list(range(500))
+
+
+def test_line_writer_survives_a_record_it_cannot_format(monkeypatch: pytest.MonkeyPatch) -> None:
+    stream = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", stream)
+    records: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
+    writer = LineWriter(records, logging.Formatter("%(message)s"))
+    writer.start()
+    records.put(logging.makeLogRecord({"name": "bad", "msg": "%d", "args": ("x",)}))
+    records.put(logging.makeLogRecord({"name": "good", "msg": "after"}))
+    writer.stop()
+    assert stream.getvalue().splitlines() == ["unformattable log record from bad", "after"]

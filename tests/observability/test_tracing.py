@@ -58,6 +58,20 @@ def wait_for_server_span(path: Path, trace_id: str) -> list[dict[str, Any]]:
     return read_spans(path, trace_id)
 
 
+def wait_for_log_lines(server: Server, marker: str) -> list[dict[str, Any]]:
+    """JSON log lines containing `marker`, once there are any: a writer thread writes them."""
+    deadline = time.monotonic() + 5
+    while True:
+        lines = [
+            json.loads(line)
+            for line in server.log().splitlines()
+            if line.startswith("{") and marker in line
+        ]
+        if lines or time.monotonic() > deadline:
+            return lines
+        time.sleep(0.05)
+
+
 def test_request_continues_the_incoming_trace_through_database_and_redis(traced: Any) -> None:
     """A GET with traceparent yields a server span under it, with DB and Redis child spans."""
     server, spans_file = traced
@@ -94,11 +108,7 @@ def test_access_line_carries_the_trace_and_server_span_ids(traced: Any) -> None:
     [server_span] = [
         s for s in wait_for_server_span(spans_file, trace_id) if s["kind"] == "SpanKind.SERVER"
     ]
-    access = [
-        json.loads(line)
-        for line in server.log().splitlines()
-        if line.startswith("{") and f'"trace_id":"{trace_id}"' in line
-    ]
+    access = wait_for_log_lines(server, f'"trace_id":"{trace_id}"')
     assert [entry["logger"] for entry in access] == ["kvkit.access"]
     assert "0x" + access[0]["span_id"] == server_span["context"]["span_id"]
 
