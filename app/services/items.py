@@ -6,15 +6,18 @@ import functools
 from typing import Any
 
 from app.idempotency.keys import IdempotencyRequest
+from app.services.reads import ReadBatcher
 from app.services.writes import Renderer, perform_write
 from app.store import items as store
 from app.store.db import run_db
 from app.store.idempotency import IdempotentOutcome
 from app.store.items import ItemRecord
 
+_reads = ReadBatcher()
+
 
 async def read_item(key: str) -> ItemRecord:
-    return await run_db(store.get_item, key)
+    return await _reads.get(key)
 
 
 async def list_items(limit: int, after: str | None, prefix: str | None) -> list[ItemRecord]:

@@ -42,6 +42,16 @@ def get_item(key: str) -> ItemRecord:
     return ItemRecord(*rows[0])
 
 
+def get_items(keys: list[str]) -> dict[str, ItemRecord]:
+    """The stored items among `keys` (unique), by key; absent keys are simply missing."""
+    rows = fetch_rows(
+        ("get_many", len(keys)),
+        lambda: Item.objects.filter(pk__in=keys).values_list(*_FIELDS),
+        keys,
+    )
+    return {row[0]: ItemRecord(*row) for row in rows}
+
+
 def create_item(key: str, value: Any) -> ItemRecord:
     now = timezone.now()
     try:
