@@ -11,6 +11,7 @@ import app as package
 from app.config import Settings, get_settings
 from app.observability import tracing
 from app.observability.logging import configure_logging
+from app.runtime import tune_garbage_collector
 from app.store.setup import setup_django
 
 
@@ -65,6 +66,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     api.add_middleware(ObservabilityMiddleware, routes=[r for rs in routers for r in rs.routes])
     api.add_middleware(RequestIdMiddleware)
     tracing.instrument_app(api)
+    tune_garbage_collector()  # last: everything built so far lives as long as the process
     return api
 
 
