@@ -1,4 +1,5 @@
-"""The shared limiter: one EVALSHA per request, exact across workers and replicas."""
+"""The shared limiter: one EVALSHA per request (pipelined per loop pass), exact across workers
+and replicas."""
 
 from __future__ import annotations
 
