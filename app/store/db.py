@@ -121,6 +121,7 @@ class DatabaseThreads:
             thread.join(timeout=self.timeout + 1.0)
 
     def _work(self) -> None:
+        seen_failures = _failures.value
         while True:
             try:
                 job = self._jobs.get(timeout=self.idle_timeout)
@@ -131,6 +132,9 @@ class DatabaseThreads:
                 connections.close_all()
                 return
             fn, loop, future = job
+            if seen_failures != _failures.value:  # a thread lost its connection: ours may be stale
+                connections.close_all()
+                seen_failures = _failures.value
             try:
                 result = _run_job(fn)
             except BaseException as exc:  # handed to the awaiting request
@@ -148,6 +152,17 @@ def _settle(future: asyncio.Future[Any], result: Any, exc: BaseException | None)
         future.set_exception(exc)
 
 
+class _FailureCount:
+    """Connection failures seen by any thread of this process.
+
+    After an outage every thread still holding a connection opened before it would fail its next
+    job once; a thread that sees the count change drops its connection before the job instead.
+    """
+
+    value = 0
+
+
+_failures = _FailureCount()
 _threads: DatabaseThreads | None = None
 
 
@@ -187,6 +202,7 @@ def _run_job(fn: Callable[[], T]) -> T:
     try:
         return fn()
     except (OperationalError, InterfaceError) as exc:
+        _failures.value += 1
         DB_ERRORS.labels("timeout" if _is_timeout(exc) else "unavailable").inc()
         raise DatabaseUnavailable(str(exc).strip() or type(exc).__name__) from exc
     except DatabaseError as exc:
