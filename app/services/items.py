@@ -27,9 +27,8 @@ async def list_items(limit: int, after: str | None, prefix: str | None) -> list[
 async def create_item(
     key: str, value: Any, render: Renderer, idempotency: IdempotencyRequest | None
 ) -> IdempotentOutcome:
-    return await perform_write(
-        functools.partial(store.create_item, key, value), render, idempotency
-    )
+    operation = functools.partial(store.create_item, key, value)
+    return await perform_write(key, operation, render, idempotency)
 
 
 async def update_item(
@@ -40,7 +39,7 @@ async def update_item(
     idempotency: IdempotencyRequest | None,
 ) -> IdempotentOutcome:
     operation = functools.partial(store.update_item, key, value, expected_version)
-    return await perform_write(operation, render, idempotency)
+    return await perform_write(key, operation, render, idempotency)
 
 
 async def delete_item(
@@ -50,7 +49,7 @@ async def delete_item(
     idempotency: IdempotencyRequest | None,
 ) -> IdempotentOutcome:
     operation = functools.partial(store.delete_item, key, expected_version)
-    return await perform_write(operation, render, idempotency)
+    return await perform_write(key, operation, render, idempotency)
 
 
 async def database_ready() -> None:

@@ -1,18 +1,22 @@
-"""Querysets compiled to SQL once per database thread, then re-run with fresh parameters.
+"""Queries compiled to SQL once per database thread, then re-run with fresh parameters.
 
 Building and compiling a Django queryset costs more than the query itself on the hot path (a
-primary-key SELECT). The ORM still writes the SQL and converts the rows (JSON, time zones); this
-only skips doing it again for every request. Compilation is per thread because a compiler is bound
-to the connection of the thread that made it.
+primary-key SELECT or UPDATE). The ORM still writes the SQL and converts the rows (JSON, time
+zones); this only skips doing it again for every request. Compilation is per thread because a
+compiler is bound to the connection of the thread that made it.
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Hashable, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
-from django.db.models import QuerySet
+from django.db import DEFAULT_DB_ALIAS, connection
+from django.db.models import Field, Model, QuerySet
+from django.db.models.sql import InsertQuery
+
+T = TypeVar("T")
 
 _local = threading.local()
 
@@ -24,17 +28,79 @@ def fetch_rows(
 
     `shape` names the query's structure: calls with the same shape must differ only in `params`.
     """
+    sql, compiler = _select(shape, build, params)
+    with compiler.connection.cursor() as cursor:
+        cursor.execute(sql, list(params))
+        rows = cursor.fetchall()
+    return list(compiler.results_iter(results=[rows], tuple_expected=True))
+
+
+def convert_rows(
+    shape: Hashable,
+    build: Callable[[], QuerySet[Any, Any]],
+    params: Sequence[Any],
+    rows: list[tuple[Any, ...]],
+) -> list[tuple[Any, ...]]:
+    """Raw `rows` (e.g. from RETURNING) converted as `fetch_rows` would convert its own."""
+    _, compiler = _select(shape, build, params)
+    return list(compiler.results_iter(results=[rows], tuple_expected=True))
+
+
+def once_per_thread(shape: Hashable, build: Callable[[], T]) -> T:
+    """`build()` the first time this thread asks for `shape`, the same object after that."""
     cache: dict[Hashable, Any] = _local.__dict__.setdefault("queries", {})
-    entry = cache.get(shape)
-    if entry is None:
+    if shape not in cache:
+        cache[shape] = build()
+    return cache[shape]
+
+
+def same_parameters(compiled: Sequence[Any], prepared: Sequence[Any]) -> bool:
+    """Whether hand-prepared parameters are what the ORM bound (adapters compare by repr)."""
+    return [_comparable(p) for p in compiled] == [_comparable(p) for p in prepared]
+
+
+def _comparable(param: Any) -> Any:
+    return bytes(param) if isinstance(param, memoryview) else (type(param), repr(param))
+
+
+def _concrete(model: type[Model], name: str) -> Field[Any, Any]:
+    field = model._meta.get_field(name)
+    assert isinstance(field, Field)
+    return field
+
+
+def _select(
+    shape: Hashable, build: Callable[[], QuerySet[Any, Any]], params: Sequence[Any]
+) -> tuple[str, Any]:
+    def compile_select() -> tuple[str, Any]:
         queryset = build()
         compiler = queryset.query.get_compiler(using=queryset.db)
         sql, compiled_params = compiler.as_sql()
         if list(compiled_params) != list(params):
             raise ValueError(f"query {shape!r}: parameters {compiled_params!r} != {params!r}")
-        entry = cache[shape] = (sql, compiler)
-    sql, compiler = entry
-    with compiler.connection.cursor() as cursor:
-        cursor.execute(sql, list(params))
-        rows = cursor.fetchall()
-    return list(compiler.results_iter(results=[rows], tuple_expected=True))
+        return sql, compiler
+
+    return once_per_thread(("select", shape), compile_select)
+
+
+def insert_row(model: type[Model], values: dict[str, Any], shape: Hashable = None) -> None:
+    """INSERT one row of `model`; the statement is compiled by the ORM once per thread.
+
+    `shape` tells apart calls with equal field names but different SQL (an expression among
+    the values).
+    """
+    names = tuple(values)
+    fields = [_concrete(model, name) for name in names]
+    params = [field.get_db_prep_save(values[field.name], connection) for field in fields]
+
+    def compile_insert() -> str:
+        query = InsertQuery(model)
+        query.insert_values(fields, [model(**values)])
+        [(sql, compiled)] = query.get_compiler(using=DEFAULT_DB_ALIAS).as_sql()
+        if not same_parameters(compiled, params):
+            raise ValueError(f"INSERT parameters {compiled!r} != prepared {params!r}")
+        return str(sql)
+
+    sql = once_per_thread(("insert", model._meta.label, names, shape), compile_insert)
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)

@@ -18,8 +18,11 @@ from datetime import timedelta
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
-from app.store.errors import IdempotencyInProgress, IdempotencyKeyReused
+from app.store.compiled import fetch_rows, insert_row
+from app.store.errors import IdempotencyInProgress, IdempotencyKeyReused, StoreError
 from app.store.models import IdempotencyRecord
+
+_RECORD = ("fingerprint", "status", "body", "headers", "expires_at")
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,39 +48,50 @@ def execute_once(
     action: Callable[[], StoredResponse],
 ) -> IdempotentOutcome:
     """Run `action` once per (client, key) within the TTL; replay its stored response after."""
-    with _key_lock(client, key), transaction.atomic():
-        if connection.vendor == "postgresql" and not _try_xact_lock(client, key):
-            raise IdempotencyInProgress(key)
-        now = timezone.now()
-        previous = (
-            IdempotencyRecord.objects.filter(client=client, key=key)
-            .values_list("fingerprint", "status", "body", "headers", "expires_at")
-            .first()
-        )
-        if previous is not None:
-            old_fingerprint, status, body, headers, expires_at = previous
-            if expires_at > now:
-                if old_fingerprint != fingerprint:
-                    raise IdempotencyKeyReused(key)
-                return IdempotentOutcome(StoredResponse(status, bytes(body), headers), True)
-            IdempotencyRecord.objects.filter(client=client, key=key).delete()
-        response = action()
-        try:
-            with transaction.atomic():
-                IdempotencyRecord.objects.create(
-                    client=client,
-                    key=key,
-                    fingerprint=fingerprint,
-                    status=response.status,
-                    body=response.body,
-                    headers=response.headers,
-                    created_at=now,
-                    expires_at=now + timedelta(seconds=ttl_seconds),
-                )
-        except IntegrityError as exc:
-            # Only reachable if a lock was lost; the outer transaction rolls the write back.
-            raise IdempotencyInProgress(key) from exc
-        return IdempotentOutcome(response, False)
+    # No savepoint when nested in a shared transaction (app/store/batch.py); the outcomes that
+    # are errors are raised after the block, so they never mark it for rollback.
+    with _key_lock(client, key), transaction.atomic(savepoint=False):
+        outcome = _execute_locked(client, key, fingerprint, ttl_seconds, action)
+    if isinstance(outcome, StoreError):
+        raise outcome
+    return outcome
+
+
+def _execute_locked(
+    client: str,
+    key: str,
+    fingerprint: str,
+    ttl_seconds: int,
+    action: Callable[[], StoredResponse],
+) -> IdempotentOutcome | StoreError:
+    if connection.vendor == "postgresql" and not _try_xact_lock(client, key):
+        return IdempotencyInProgress(key)
+    now = timezone.now()
+    rows = fetch_rows(
+        "idempotency_record",
+        lambda: IdempotencyRecord.objects.filter(client=client, key=key).values_list(*_RECORD),
+        [client, key],
+    )
+    previous = rows[0] if rows else None
+    if previous is not None:
+        old_fingerprint, status, body, headers, expires_at = previous
+        if expires_at > now:
+            if old_fingerprint != fingerprint:
+                return IdempotencyKeyReused(key)
+            return IdempotentOutcome(StoredResponse(status, bytes(body), headers), True)
+        IdempotencyRecord.objects.filter(client=client, key=key).delete()
+    response = action()
+    try:
+        record = {"client": client, "key": key, "fingerprint": fingerprint}
+        outcome = {"status": response.status, "body": response.body, "headers": response.headers}
+        times = {"created_at": now, "expires_at": now + timedelta(seconds=ttl_seconds)}
+        insert_row(IdempotencyRecord, record | outcome | times)
+    except IntegrityError:
+        # Only reachable if a lock was lost. The failed INSERT marked the transaction for
+        # rollback, so the write goes with it.
+        transaction.set_rollback(True)
+        return IdempotencyInProgress(key)
+    return IdempotentOutcome(response, False)
 
 
 def purge_expired() -> int:

@@ -6,11 +6,19 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from django.db import IntegrityError, transaction
-from django.db.models import F, JSONField, Value
+from django.db import IntegrityError, connection, transaction
+from django.db.models import F, Field, JSONField, QuerySet, Value
+from django.db.models.sql import UpdateQuery
 from django.utils import timezone
 
-from app.store.compiled import fetch_rows
+from app.store.batch import in_shared_transaction
+from app.store.compiled import (
+    convert_rows,
+    fetch_rows,
+    insert_row,
+    once_per_thread,
+    same_parameters,
+)
 from app.store.errors import ItemNotFound, KeyExists, VersionMismatch
 from app.store.models import Item
 
@@ -36,10 +44,19 @@ def _json(value: Any) -> Any:
 
 
 def get_item(key: str) -> ItemRecord:
-    rows = fetch_rows("get", lambda: Item.objects.filter(pk=key).values_list(*_FIELDS), [key])
-    if not rows:
+    record = _find_item(key)
+    if record is None:
         raise ItemNotFound(key)
-    return ItemRecord(*rows[0])
+    return record
+
+
+def _find_item(key: str) -> ItemRecord | None:
+    rows = fetch_rows("get", lambda: _get_query(key), [key])
+    return ItemRecord(*rows[0]) if rows else None
+
+
+def _get_query(key: str) -> QuerySet[Item, tuple[Any, ...]]:
+    return Item.objects.filter(pk=key).values_list(*_FIELDS)
 
 
 def get_items(keys: list[str]) -> dict[str, ItemRecord]:
@@ -55,11 +72,14 @@ def get_items(keys: list[str]) -> dict[str, ItemRecord]:
 def create_item(key: str, value: Any) -> ItemRecord:
     now = timezone.now()
     try:
-        with transaction.atomic():
-            Item.objects.create(
-                key=key, value=_json(value), version=1, created_at=now, updated_at=now
-            )
+        # Inside a shared transaction a taken key fails the whole transaction instead of a
+        # savepoint: rare, and its writes then run again one by one (app/store/batch.py).
+        with transaction.atomic(savepoint=not in_shared_transaction()):
+            row = {"key": key, "value": _json(value), "version": 1}
+            insert_row(Item, row | {"created_at": now, "updated_at": now}, shape=value is None)
     except IntegrityError as exc:
+        if in_shared_transaction():
+            raise
         if not Item.objects.filter(pk=key).exists():
             raise  # another constraint failed (e.g. MariaDB's JSON_VALID check), not the key
         raise KeyExists(key) from exc
@@ -67,23 +87,72 @@ def create_item(key: str, value: Any) -> ItemRecord:
 
 
 def update_item(key: str, value: Any, expected_version: int | None = None) -> ItemRecord:
-    """One conditional UPDATE bumps the version; no read-modify-write."""
+    """One conditional UPDATE bumps the version; no read-modify-write.
+
+    On PostgreSQL and SQLite it returns the row it wrote (RETURNING); MariaDB reads it back in
+    the same transaction, where our UPDATE holds the row's lock until commit.
+    """
     now = timezone.now()
-    with transaction.atomic():
-        rows = _matching(key, expected_version).update(
-            value=_json(value), version=F("version") + 1, updated_at=now
-        )
-        if rows == 0:
-            _raise_missing_or_stale(key)
-        # The row is locked by our UPDATE until commit, so this read sees exactly our write.
-        return get_item(key)
+    params = _update_params(key, value, expected_version, now)
+    sql, increment, returning = once_per_thread(
+        ("update", expected_version is not None),
+        lambda: _compile_update(key, value, expected_version, now, params),
+    )
+    params[1] = increment
+    # No savepoint when nested: nothing here fails as an outcome, and 404/412 are raised only
+    # after the block, so a shared transaction is never marked for rollback by one of them.
+    with transaction.atomic(savepoint=False), connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        if returning:
+            rows = convert_rows("get", lambda: _get_query(key), [key], cursor.fetchall())
+            record = ItemRecord(*rows[0]) if rows else None
+        else:
+            record = _find_item(key) if cursor.rowcount else None
+    if record is None:
+        _raise_missing_or_stale(key, expected_version)
+    assert record is not None
+    return record
+
+
+def _update_params(key: str, value: Any, expected_version: int | None, now: datetime) -> list[Any]:
+    """The UPDATE's parameters, prepared by each field as the ORM prepares them."""
+    fields = Item._meta
+    params = [
+        fields.get_field("value").get_db_prep_save(_json(value), connection),
+        None,  # the 1 of version + 1, bound as the ORM binds it (see _compile_update)
+        fields.get_field("updated_at").get_db_prep_save(now, connection),
+        fields.get_field("key").get_db_prep_value(key, connection),
+    ]
+    if expected_version is not None:
+        params.append(fields.get_field("version").get_db_prep_value(expected_version, connection))
+    return params
+
+
+def _compile_update(
+    key: str, value: Any, expected_version: int | None, now: datetime, params: list[Any]
+) -> tuple[str, Any, bool]:
+    """The ORM's own UPDATE for this call, checked against `_update_params`, plus RETURNING."""
+    matching = _matching(key, expected_version)
+    query = matching.query.chain(UpdateQuery)
+    query.add_update_values({"value": _json(value), "version": F("version") + 1, "updated_at": now})
+    sql, compiled = query.get_compiler(matching.db).as_sql()
+    increment = compiled[1]
+    if not same_parameters(compiled, [*params[:1], increment, *params[2:]]):
+        raise ValueError(f"UPDATE parameters {compiled!r} != prepared {params!r}")
+    # SQLite gained RETURNING for INSERT and UPDATE together (3.35); MariaDB has neither for UPDATE.
+    if connection.vendor == "postgresql" or (
+        connection.vendor == "sqlite" and connection.features.can_return_columns_from_insert
+    ):
+        quote = connection.ops.quote_name
+        columns = ", ".join(quote(_column(name)) for name in _FIELDS)
+        return f"{sql} RETURNING {columns}", increment, True
+    return sql, increment, False
 
 
 def delete_item(key: str, expected_version: int | None = None) -> None:
-    with transaction.atomic():
-        deleted, _ = _matching(key, expected_version).delete()
-        if deleted == 0:
-            _raise_missing_or_stale(key)
+    deleted, _ = _matching(key, expected_version).delete()
+    if deleted == 0:
+        _raise_missing_or_stale(key, expected_version)
 
 
 def list_items(limit: int, after: str | None = None, prefix: str | None = None) -> list[ItemRecord]:
@@ -103,11 +172,15 @@ def list_items(limit: int, after: str | None = None, prefix: str | None = None) 
 
 def ping() -> None:
     """Prove the database answers."""
-    from django.db import connection
-
     with connection.cursor() as cursor:
         cursor.execute("SELECT 1")
         cursor.fetchone()
+
+
+def _column(name: str) -> str:
+    field = Item._meta.get_field(name)
+    assert isinstance(field, Field) and field.column
+    return field.column
 
 
 def _matching(key: str, expected_version: int | None) -> Any:
@@ -115,8 +188,10 @@ def _matching(key: str, expected_version: int | None) -> Any:
     return query if expected_version is None else query.filter(version=expected_version)
 
 
-def _raise_missing_or_stale(key: str) -> None:
+def _raise_missing_or_stale(key: str, expected_version: int | None) -> None:
+    """Why a write matched no row. Without If-Match only absence explains it: a row found now
+    was created by a write that committed after ours looked."""
     current = Item.objects.filter(pk=key).values_list("version", flat=True).first()
-    if current is None:
+    if current is None or expected_version is None:
         raise ItemNotFound(key)
     raise VersionMismatch(current)

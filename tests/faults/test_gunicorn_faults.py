@@ -39,9 +39,13 @@ def _waiting_on_locks(url: str, app_name: str) -> int:
 
 
 def _put_in_flight(
-    server_url: str, keys: list[str], results: dict[str, object]
+    server_url: str, keys: list[str], results: dict[str, object], url: str, app_name: str
 ) -> list[threading.Thread]:
-    """Start one PUT per key, each on a connection of its own; results[key] = response or error."""
+    """One PUT per key, each on a connection of its own; results[key] = response or error.
+
+    Each PUT is started once the one before waits on our row lock, so no two arrive together
+    and share a transaction: every PUT then waits in a database session of its own.
+    """
 
     def put(key: str) -> None:
         try:
@@ -51,9 +55,14 @@ def _put_in_flight(
         except httpx.HTTPError as exc:
             results[key] = exc
 
-    threads = [threading.Thread(target=put, args=(key,)) for key in keys]
-    for thread in threads:
-        thread.start()
+    threads = []
+    deadline = time.monotonic() + 15
+    for n, key in enumerate(keys, start=1):
+        threads.append(threading.Thread(target=put, args=(key,)))
+        threads[-1].start()
+        while _waiting_on_locks(url, app_name) < n:
+            assert time.monotonic() < deadline, "the PUTs did not reach the database"
+            time.sleep(0.02)
     return threads
 
 
@@ -86,14 +95,10 @@ def test_sigterm_lets_in_flight_requests_finish(
         for key in keys:
             assert client.post("/v1/items", json={"key": key, "value": "before"}).status_code == 201
     results: dict[str, object] = {}
-    # Our transaction holds the rows, so every PUT is provably in flight inside the service.
+    # Our transaction holds the rows, so every PUT stays in flight inside the service.
     with psycopg.connect(url, connect_timeout=10) as locker:
         locker.execute("SELECT key FROM kv_item WHERE key = ANY(%s) FOR UPDATE", [keys])
-        threads = _put_in_flight(server.url, keys, results)
-        deadline = time.monotonic() + 15
-        while _waiting_on_locks(url, app_name) < IN_FLIGHT:
-            assert time.monotonic() < deadline, "the PUTs did not reach the database"
-            time.sleep(0.05)
+        threads = _put_in_flight(server.url, keys, results, url, app_name)
         terminated_at = time.monotonic()
         server.process.send_signal(signal.SIGTERM)
         time.sleep(1.5)
@@ -130,11 +135,7 @@ def test_sigterm_never_waits_past_the_graceful_timeout(
     results: dict[str, object] = {}
     with psycopg.connect(url, connect_timeout=10) as locker:
         locker.execute("SELECT key FROM kv_item WHERE key = ANY(%s) FOR UPDATE", [keys])
-        threads = _put_in_flight(server.url, keys, results)
-        deadline = time.monotonic() + 15
-        while _waiting_on_locks(url, app_name) < len(keys):
-            assert time.monotonic() < deadline, "the PUTs did not reach the database"
-            time.sleep(0.05)
+        threads = _put_in_flight(server.url, keys, results, url, app_name)
         terminated_at = time.monotonic()
         server.process.send_signal(signal.SIGTERM)
         server.process.wait(grace + 5)
