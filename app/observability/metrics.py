@@ -60,6 +60,12 @@ DB_ERRORS = Counter(
     "Database failures by kind: unavailable, timeout, other.",
     ["kind"],
 )
+DB_WRITES = Counter(
+    "kvkit_db_writes_total",
+    "Writes by how they reached the database: one_statement (sent together, one statement per"
+    " batch), shared (sent together, one transaction), alone (a transaction of its own).",
+    ["path"],
+)
 DB_DURATION = Histogram(
     "kvkit_db_duration_seconds",
     "Time of one database job, including the wait for a database thread.",

@@ -7,7 +7,7 @@ from typing import Any
 
 from app.idempotency.keys import IdempotencyRequest
 from app.services.reads import ReadBatcher
-from app.services.writes import Renderer, perform_write
+from app.services.writes import PlainChange, Renderer, perform_write
 from app.store import items as store
 from app.store.db import run_db
 from app.store.idempotency import IdempotentOutcome
@@ -28,7 +28,7 @@ async def create_item(
     key: str, value: Any, render: Renderer, idempotency: IdempotencyRequest | None
 ) -> IdempotentOutcome:
     operation = functools.partial(store.create_item, key, value)
-    return await perform_write(key, operation, render, idempotency)
+    return await perform_write(key, operation, render, idempotency, ("create", value, None))
 
 
 async def update_item(
@@ -39,7 +39,8 @@ async def update_item(
     idempotency: IdempotencyRequest | None,
 ) -> IdempotentOutcome:
     operation = functools.partial(store.update_item, key, value, expected_version)
-    return await perform_write(key, operation, render, idempotency)
+    plain: PlainChange = ("update", value, expected_version)
+    return await perform_write(key, operation, render, idempotency, plain)
 
 
 async def delete_item(

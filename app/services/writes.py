@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import functools
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
 from app.batching import Batch, LoopPassBatcher
 from app.config import get_settings
 from app.idempotency.keys import IdempotencyRequest
-from app.observability.metrics import IDEMPOTENCY_EVENTS
-from app.store.batch import RUN_ALONE, SharedTransactionFailed, Write, write_batch
+from app.observability.metrics import DB_WRITES, IDEMPOTENCY_EVENTS, labelled
+from app.store.batch import RUN_ALONE, PlainWrite, SharedTransactionFailed, Write, write_batch
 from app.store.db import run_db
 from app.store.errors import (
     IdempotencyInProgress,
@@ -26,11 +27,12 @@ from app.store.errors import (
     KeyExists,
     VersionMismatch,
 )
-from app.store.idempotency import IdempotentOutcome, StoredResponse, execute_once
+from app.store.idempotency import Claim, IdempotentOutcome, StoredResponse, execute_once
 from app.store.items import ItemRecord
 
 WriteResult = ItemRecord | None | ItemNotFound | KeyExists | VersionMismatch
 Renderer = Callable[[WriteResult], StoredResponse]
+PlainChange = tuple[Literal["create", "update"], Any, int | None]  # kind, value, expected version
 
 # Writes per shared transaction: how long row locks are held grows with it.
 MAX_BATCH = 32
@@ -66,6 +68,7 @@ class WriteBatcher(LoopPassBatcher[Write, Any]):
 
 async def _alone(write: Write) -> Any:
     """The write in a transaction of its own; its error, if any, is its answer."""
+    labelled(DB_WRITES, "alone").inc()
     try:
         return await run_db(write.run)
     except Exception as exc:
@@ -80,36 +83,40 @@ async def perform_write(
     operation: Callable[[], ItemRecord | None],
     render: Renderer,
     idempotency: IdempotencyRequest | None,
+    plain: PlainChange | None = None,
 ) -> IdempotentOutcome:
-    """Run a store write to item `key` and render its outcome; exactly once per Idempotency-Key."""
+    """Run a store write to item `key` and render its outcome; exactly once per Idempotency-Key.
 
-    def action() -> StoredResponse:
-        try:
-            result: WriteResult = operation()
-        except (ItemNotFound, KeyExists, VersionMismatch) as exc:
-            result = exc  # a 4xx outcome is a result too, and replays like one
-        return render(result)
+    `plain` says what `operation` writes (kind, value, expected version), so that writes of one
+    kind sent together can be made by one statement.
+    """
 
-    # Database metrics label jobs by function name: name this one after the store write it runs.
-    name = getattr(operation, "func", operation).__name__
+    def finish(result: WriteResult) -> IdempotentOutcome:
+        return IdempotentOutcome(render(result), replayed=False)
+
+    together = PlainWrite(*plain, finish=finish) if plain else None
     if idempotency is None:
 
         def once() -> IdempotentOutcome:
-            return IdempotentOutcome(action(), replayed=False)
+            return finish(_result_of(operation))
 
-        write = Write(key, _in_this_context(once, name))
-        return await _writes.submit(write)
+        # Database metrics label jobs by function name: name this one after the store write.
+        name = getattr(operation, "func", operation).__name__
+        return await _writes.submit(Write(key, _in_this_context(once, name), plain=together))
+
+    claim = Claim(
+        idempotency.client,
+        idempotency.key,
+        idempotency.fingerprint,
+        get_settings().idempotency_ttl,
+    )
 
     def exactly_once() -> IdempotentOutcome:
-        return execute_once(
-            idempotency.client,
-            idempotency.key,
-            idempotency.fingerprint,
-            get_settings().idempotency_ttl,
-            action,
-        )
+        action = functools.partial(_render_result, operation, render)
+        return execute_once(claim.client, claim.key, claim.fingerprint, claim.ttl_seconds, action)
 
-    write = Write(key, _in_this_context(exactly_once, "execute_once"), session_locked=True)
+    run = _in_this_context(exactly_once, "execute_once")
+    write = Write(key, run, session_locked=True, plain=together, claim=claim)
     try:
         outcome: IdempotentOutcome = await _writes.submit(write)
     except IdempotencyKeyReused:
@@ -121,6 +128,17 @@ async def perform_write(
     if outcome.replayed:
         IDEMPOTENCY_EVENTS.labels("replayed").inc()
     return outcome
+
+
+def _result_of(operation: Callable[[], ItemRecord | None]) -> WriteResult:
+    try:
+        return operation()
+    except (ItemNotFound, KeyExists, VersionMismatch) as exc:
+        return exc  # a 4xx outcome is a result too, and replays like one
+
+
+def _render_result(operation: Callable[[], ItemRecord | None], render: Renderer) -> StoredResponse:
+    return render(_result_of(operation))
 
 
 def _in_this_context(job: Callable[[], IdempotentOutcome], name: str) -> Callable[[], Any]:

@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 
 from django.db import DEFAULT_DB_ALIAS, connection
 from django.db.models import Field, Model, QuerySet
+from django.db.models.constants import OnConflict
 from django.db.models.sql import InsertQuery
 
 T = TypeVar("T")
@@ -48,10 +49,15 @@ def convert_rows(
 
 def once_per_thread(shape: Hashable, build: Callable[[], T]) -> T:
     """`build()` the first time this thread asks for `shape`, the same object after that."""
-    cache: dict[Hashable, Any] = _local.__dict__.setdefault("queries", {})
+    cache = _queries()
     if shape not in cache:
         cache[shape] = build()
     return cache[shape]
+
+
+def _queries() -> dict[Hashable, Any]:
+    queries: dict[Hashable, Any] = _local.__dict__.setdefault("queries", {})
+    return queries
 
 
 def same_parameters(compiled: Sequence[Any], prepared: Sequence[Any]) -> bool:
@@ -61,6 +67,13 @@ def same_parameters(compiled: Sequence[Any], prepared: Sequence[Any]) -> bool:
 
 def _comparable(param: Any) -> Any:
     return bytes(param) if isinstance(param, memoryview) else (type(param), repr(param))
+
+
+def column_of(model: type[Model], name: str) -> str:
+    """The database column of field `name`, for the few statements the ORM cannot write."""
+    column = _concrete(model, name).column
+    assert column
+    return column
 
 
 def _concrete(model: type[Model], name: str) -> Field[Any, Any]:
@@ -89,18 +102,56 @@ def insert_row(model: type[Model], values: dict[str, Any], shape: Hashable = Non
     `shape` tells apart calls with equal field names but different SQL (an expression among
     the values).
     """
-    names = tuple(values)
-    fields = [_concrete(model, name) for name in names]
-    params = [field.get_db_prep_save(values[field.name], connection) for field in fields]
-
-    def compile_insert() -> str:
-        query = InsertQuery(model)
-        query.insert_values(fields, [model(**values)])
-        [(sql, compiled)] = query.get_compiler(using=DEFAULT_DB_ALIAS).as_sql()
-        if not same_parameters(compiled, params):
-            raise ValueError(f"INSERT parameters {compiled!r} != prepared {params!r}")
-        return str(sql)
-
-    sql = once_per_thread(("insert", model._meta.label, names, shape), compile_insert)
+    sql, params = compiled_insert(model, [values], shape)
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
+
+
+def compiled_insert(
+    model: type[Model],
+    rows: list[dict[str, Any]],
+    shape: Hashable,
+    *,
+    on_conflict_ignore: bool = False,
+) -> tuple[str, list[Any]]:
+    """The ORM's INSERT of `rows` (same fields each) and its parameters, compiled once per shape.
+
+    Parameters are prepared by the model's fields for every call; the first call of a shape
+    checks that they are exactly what the ORM bound.
+    """
+    names = tuple(rows[0])
+    fields = [_concrete(model, name) for name in names]
+    prepared = [
+        [field.get_db_prep_save(row[field.name], connection) for field in fields] for row in rows
+    ]
+    by_row = [param for row in prepared for param in row]
+    # PostgreSQL gets several rows as one array per column (INSERT ... SELECT * FROM UNNEST).
+    by_column = [list(column) for column in zip(*prepared, strict=True)]
+
+    def compile_insert() -> tuple[str, bool]:
+        query = InsertQuery(model, on_conflict=OnConflict.IGNORE if on_conflict_ignore else None)
+        query.insert_values(fields, [model(**row) for row in rows])
+        [(sql, compiled)] = query.get_compiler(using=DEFAULT_DB_ALIAS).as_sql()
+        for columnar, params in ((False, by_row), (True, by_column)):
+            if _same_nested(compiled, params):
+                return str(sql), columnar
+        raise ValueError(f"INSERT parameters {compiled!r} != prepared {by_row!r}")
+
+    key = ("insert", model._meta.label, names, on_conflict_ignore)
+    cache = _queries()
+    # The columnar text is the same for any number of rows: compile it once, not once per count.
+    entry = cache.get((*key, "columnar")) if len(rows) > 1 else None
+    if entry is None:
+        entry = once_per_thread((*key, len(rows), shape), compile_insert)
+        if entry[1] and len(rows) > 1:
+            cache[(*key, "columnar")] = entry
+    sql, columnar = entry
+    return sql, by_column if columnar else by_row
+
+
+def _same_nested(compiled: Sequence[Any], prepared: Sequence[Any]) -> bool:
+    if len(compiled) != len(prepared):
+        return False
+    if all(isinstance(p, list) for p in (*compiled, *prepared)):
+        return all(same_parameters(c, p) for c, p in zip(compiled, prepared, strict=True))
+    return same_parameters(compiled, prepared)

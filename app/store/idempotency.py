@@ -10,7 +10,7 @@ write and the record together, so neither can exist without the other.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -18,7 +18,13 @@ from datetime import timedelta
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
-from app.store.compiled import fetch_rows, insert_row
+from app.store.compiled import (
+    column_of,
+    compiled_insert,
+    convert_rows,
+    fetch_rows,
+    insert_row,
+)
 from app.store.errors import IdempotencyInProgress, IdempotencyKeyReused, StoreError
 from app.store.models import IdempotencyRecord
 
@@ -94,6 +100,104 @@ def _execute_locked(
     return IdempotentOutcome(response, False)
 
 
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """One write's Idempotency-Key, as `claim_many` and `record_many` take it."""
+
+    client: str
+    key: str
+    fingerprint: str
+    ttl_seconds: int
+
+
+Claimed = IdempotentOutcome | IdempotencyInProgress | IdempotencyKeyReused | None
+
+
+def claim_many(claims: Sequence[Claim]) -> list[Claimed]:
+    """PostgreSQL, in the caller's transaction: what `execute_once` decides before running its
+    action, for several distinct (client, key) at once. None means "run the write, then
+    `record_many` it"; anything else is the write's answer.
+
+    One statement takes all the advisory locks and one query finds all the records, instead of
+    two round trips per write.
+    """
+    # Arrays, not one placeholder per claim: one text for any number of claims, so the server
+    # prepares each statement once.
+    numbers = [_lock_number(claim.client, claim.key) for claim in claims]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pg_try_advisory_xact_lock(n) FROM unnest(%s::bigint[])"
+            " WITH ORDINALITY AS l (n, position) ORDER BY position",
+            [numbers],
+        )
+        locked = [row[0] for row in cursor.fetchall()]
+        cursor.execute(_records_sql(), [[c.client for c in claims], [c.key for c in claims]])
+        raw = cursor.fetchall()
+    first = claims[0]
+    rows = convert_rows(
+        "idempotency_pair",
+        lambda: IdempotencyRecord.objects.filter(client=first.client, key=first.key).values_list(
+            "client", "key", *_RECORD
+        ),
+        [first.client, first.key],
+        raw,
+    )
+    found = {(client, key): rest for client, key, *rest in rows}
+    now = timezone.now()
+    answers: list[Claimed] = []
+    for claim, got_lock in zip(claims, locked, strict=True):
+        previous = found.get((claim.client, claim.key))
+        if not got_lock:
+            answers.append(IdempotencyInProgress(claim.key))
+        elif previous is None:
+            answers.append(None)
+        elif previous[4] <= now:  # expired: forget it and run again, as execute_once does
+            IdempotencyRecord.objects.filter(client=claim.client, key=claim.key).delete()
+            answers.append(None)
+        elif previous[0] != claim.fingerprint:
+            answers.append(IdempotencyKeyReused(claim.key))
+        else:
+            _, status, body, headers, _ = previous
+            answers.append(IdempotentOutcome(StoredResponse(status, bytes(body), headers), True))
+    return answers
+
+
+def _records_sql() -> str:
+    """The records of (client, key) pairs given as two arrays: one index probe per pair, and one
+    text for any number of pairs, so the server prepares it once."""
+    quote = connection.ops.quote_name
+    table = quote(IdempotencyRecord._meta.db_table)
+    names = ("client", "key", *_RECORD)
+    columns = ", ".join(f"r.{quote(column_of(IdempotencyRecord, name))}" for name in names)
+    client, key = (quote(column_of(IdempotencyRecord, name)) for name in ("client", "key"))
+    # Only quoted names from the model go into the text; every value is a bound parameter.
+    return (
+        f"SELECT {columns} FROM unnest(%s::varchar[], %s::varchar[]) AS p (client, key)"  # noqa: S608  # nosec B608
+        f" JOIN {table} AS r ON r.{client} = p.client AND r.{key} = p.key"
+    )
+
+
+def record_many(done: Sequence[tuple[Claim, StoredResponse]]) -> None:
+    """Store the responses of writes `claim_many` let run, in the same transaction, one INSERT."""
+    now = timezone.now()
+    rows = [
+        {
+            "client": claim.client,
+            "key": claim.key,
+            "fingerprint": claim.fingerprint,
+            "status": response.status,
+            "body": response.body,
+            "headers": response.headers,
+            "created_at": now,
+            "expires_at": now + timedelta(seconds=claim.ttl_seconds),
+        }
+        for claim, response in done
+    ]
+    sql, params = compiled_insert(IdempotencyRecord, rows, None)
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+
+
 def purge_expired() -> int:
     """Delete expired records; returns how many."""
     deleted, _ = IdempotencyRecord.objects.filter(expires_at__lte=timezone.now()).delete()
@@ -104,10 +208,13 @@ def _lock_id(client: str, key: str) -> bytes:
     return hashlib.blake2b(f"{client}\0{key}".encode(), digest_size=8).digest()
 
 
+def _lock_number(client: str, key: str) -> int:
+    return int.from_bytes(_lock_id(client, key), "big", signed=True)
+
+
 def _try_xact_lock(client: str, key: str) -> bool:
-    lock_id = int.from_bytes(_lock_id(client, key), "big", signed=True)
     with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_try_advisory_xact_lock(%s)", [lock_id])
+        cursor.execute("SELECT pg_try_advisory_xact_lock(%s)", [_lock_number(client, key)])
         row = cursor.fetchone()
     return bool(row and row[0])
 

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from django.db import IntegrityError, connection, transaction
-from django.db.models import F, Field, JSONField, QuerySet, Value
+from django.db.models import F, JSONField, QuerySet, Value
 from django.db.models.sql import UpdateQuery
 from django.utils import timezone
 
-from app.store.batch import in_shared_transaction
 from app.store.compiled import (
+    column_of,
+    compiled_insert,
     convert_rows,
     fetch_rows,
     insert_row,
@@ -21,6 +23,7 @@ from app.store.compiled import (
 )
 from app.store.errors import ItemNotFound, KeyExists, VersionMismatch
 from app.store.models import Item
+from app.store.sharing import in_shared_transaction
 
 # Keys use only ASCII up to "~" (0x7E), so every key with a given prefix sorts below prefix+DEL.
 _PREFIX_END = "\x7f"
@@ -144,7 +147,7 @@ def _compile_update(
         connection.vendor == "sqlite" and connection.features.can_return_columns_from_insert
     ):
         quote = connection.ops.quote_name
-        columns = ", ".join(quote(_column(name)) for name in _FIELDS)
+        columns = ", ".join(quote(_item_column(name)) for name in _FIELDS)
         return f"{sql} RETURNING {columns}", increment, True
     return sql, increment, False
 
@@ -153,6 +156,88 @@ def delete_item(key: str, expected_version: int | None = None) -> None:
     deleted, _ = _matching(key, expected_version).delete()
     if deleted == 0:
         _raise_missing_or_stale(key, expected_version)
+
+
+def create_many(creates: Sequence[tuple[str, Any]]) -> list[ItemRecord | KeyExists]:
+    """Creates of distinct keys as one INSERT (PostgreSQL): each gets its record or KeyExists.
+
+    ON CONFLICT DO NOTHING turns a taken key into a row not returned instead of an error, so
+    one 409 does not fail the transaction the others share.
+    """
+    now = timezone.now()
+    rows = [{"key": key, "value": _json(value), "version": 1} for key, value in creates]
+    rows = [row | {"created_at": now, "updated_at": now} for row in rows]
+    sql, params = compiled_insert(Item, rows, "create_many", on_conflict_ignore=True)
+    key_column = connection.ops.quote_name(_item_column("key"))
+    with connection.cursor() as cursor:
+        cursor.execute(f"{sql} RETURNING {key_column}", params)
+        created = {row[0] for row in cursor.fetchall()}
+    return [
+        ItemRecord(key, value, 1, now, now) if key in created else KeyExists(key)
+        for key, value in creates
+    ]
+
+
+def update_many(
+    updates: Sequence[tuple[str, Any, int | None]],
+) -> list[ItemRecord | ItemNotFound | VersionMismatch]:
+    """Updates of distinct keys as one statement (PostgreSQL): each gets its record, or the 404
+    or 412 it would get alone.
+
+    The ORM has no UPDATE ... FROM unnest(...), so the SQL is written here, from the model's
+    own table and column names; parameters are prepared by the model's fields. The rows are
+    updated in the order given (a nested loop over the arrays), which the caller sorts by key.
+    """
+    now = timezone.now()
+    fields = Item._meta
+    key_field, value_field = fields.get_field("key"), fields.get_field("value")
+    version_field = fields.get_field("version")
+    params = [
+        fields.get_field("updated_at").get_db_prep_save(now, connection),
+        [key_field.get_db_prep_value(key, connection) for key, _, _ in updates],
+        [value_field.get_db_prep_save(_json(value), connection) for _, value, _ in updates],
+        [
+            None if expected is None else version_field.get_db_prep_value(expected, connection)
+            for _, _, expected in updates
+        ],
+    ]
+    sql = once_per_thread("update_many", _update_many_sql)
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        raw = cursor.fetchall()
+    first = updates[0][0]
+    rows = convert_rows("get", lambda: _get_query(first), [first], raw)
+    found = {row[0]: ItemRecord(*row) for row in rows}
+    results: list[ItemRecord | ItemNotFound | VersionMismatch] = []
+    for key, _, expected_version in updates:
+        record = found.get(key)
+        if record is None:
+            try:
+                _raise_missing_or_stale(key, expected_version)
+            except (ItemNotFound, VersionMismatch) as exc:
+                results.append(exc)
+                continue
+        assert record is not None
+        results.append(record)
+    return results
+
+
+def _update_many_sql() -> str:
+    """One text for any number of rows (arrays, not VALUES), so the server prepares it once."""
+    quote = connection.ops.quote_name
+    table = quote(Item._meta.db_table)
+    key, value, version, updated = (
+        quote(_item_column(name)) for name in ("key", "value", "version", "updated_at")
+    )
+    returning = ", ".join(f"t.{quote(_item_column(name))}" for name in _FIELDS)
+    # Only quoted names from the model go into the text; every value is a bound parameter.
+    return (
+        f"UPDATE {table} AS t SET {value} = v.value, {version} = t.{version} + 1,"  # noqa: S608  # nosec B608
+        f" {updated} = %s FROM unnest(%s::varchar[], %s::jsonb[], %s::bigint[])"
+        f" AS v (key, value, expected)"
+        f" WHERE t.{key} = v.key AND (v.expected IS NULL OR t.{version} = v.expected)"
+        f" RETURNING {returning}"
+    )
 
 
 def list_items(limit: int, after: str | None = None, prefix: str | None = None) -> list[ItemRecord]:
@@ -177,10 +262,8 @@ def ping() -> None:
         cursor.fetchone()
 
 
-def _column(name: str) -> str:
-    field = Item._meta.get_field(name)
-    assert isinstance(field, Field) and field.column
-    return field.column
+def _item_column(name: str) -> str:
+    return column_of(Item, name)
 
 
 def _matching(key: str, expected_version: int | None) -> Any:

@@ -4,6 +4,7 @@ applied twice, and a shared transaction that fails is rolled back and its writes
 from __future__ import annotations
 
 import asyncio
+import functools
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -157,3 +158,119 @@ def test_idempotent_writes_sent_together_run_once_each(api_server: Server, keysp
         assert response.headers.get("Idempotent-Replayed") == "true"
         assert response.content == responses[6 + n].content
         assert client.get(f"/v1/items/{keyspace}p{n}").json()["version"] == 2
+
+
+def writes_by_path(client: httpx.Client, path: str) -> float:
+    pattern = rf'^kvkit_db_writes_total\{{path="{path}"\}} (\S+)$'
+    match = re.search(pattern, client.get("/metrics").text, re.M)
+    return float(match.group(1)) if match else 0.0
+
+
+def together_path(backend: str) -> str:
+    """How writes of one kind sent together reach the database on `backend`."""
+    return "one_statement" if backend == "postgres" else "shared"
+
+
+def test_updates_sent_together_each_get_their_own_outcome(
+    api_server: Server, backend: str, keyspace: str
+) -> None:
+    """A burst of PUTs only (on PostgreSQL one statement): each applies once or answers the
+    404 or 412 it would get alone, and a stale one changes nothing."""
+    client = api_server.client()
+    before = writes_by_path(client, together_path(backend))
+    for attempt in range(5):
+        space = f"{keyspace}{attempt}."
+        for n in range(8):
+            response = client.post("/v1/items", json={"key": f"{space}{n}", "value": None})
+            assert response.status_code == 201
+        calls = [Call("PUT", f"/v1/items/{space}{n}", {"value": {"n": n}}) for n in range(6)]
+        calls.append(Call("PUT", f"/v1/items/{space}6", {"value": "x"}, {"If-Match": '"7"'}))
+        calls.append(Call("PUT", f"/v1/items/{space}7", {"value": None}, {"If-Match": '"1"'}))
+        calls.append(Call("PUT", f"/v1/items/{space}absent", {"value": 1}))
+        responses = asyncio.run(send_together(api_server.url, calls))
+        statuses = [r.status_code for r in responses]
+        assert statuses == [200] * 6 + [412, 200, 404], statuses
+        assert responses[6].json()["code"] == "version_mismatch"
+        for n in range(6):
+            assert responses[n].json()["value"] == {"n": n}
+            assert responses[n].headers["ETag"] == '"2"'
+            assert client.get(f"/v1/items/{space}{n}").json()["value"] == {"n": n}
+        stale = client.get(f"/v1/items/{space}6").json()
+        assert (stale["value"], stale["version"]) == (None, 1)
+        assert client.get(f"/v1/items/{space}7").json() == responses[7].json()
+        if writes_by_path(client, together_path(backend)) > before:
+            break
+    assert writes_by_path(client, together_path(backend)) > before
+
+
+def test_creates_sent_together_each_get_their_own_outcome(
+    api_server: Server, backend: str, keyspace: str
+) -> None:
+    """A burst of POSTs only, some of taken keys: those answer 409 and keep the old value, the
+    others are created once, and no write is refused because of a neighbour.
+
+    PostgreSQL makes them with one statement; elsewhere a taken key fails the shared transaction
+    and every write runs again alone, which only the outcomes show."""
+    client = api_server.client()
+    path = "one_statement" if backend == "postgres" else None
+    before = writes_by_path(client, path) if path else 0.0
+    for attempt in range(5):
+        space = f"{keyspace}{attempt}."
+        for n in (1, 4):
+            response = client.post("/v1/items", json={"key": f"{space}{n}", "value": "old"})
+            assert response.status_code == 201
+        calls = [Call("POST", "/v1/items", {"key": f"{space}{n}", "value": [n]}) for n in range(8)]
+        responses = asyncio.run(send_together(api_server.url, calls))
+        statuses = [r.status_code for r in responses]
+        assert statuses == [201, 409, 201, 201, 409, 201, 201, 201], statuses
+        for n, response in enumerate(responses):
+            stored = client.get(f"/v1/items/{space}{n}").json()
+            if n in (1, 4):
+                assert response.json()["code"] == "key_exists"
+                assert stored["value"] == "old"
+            else:
+                assert response.headers["Location"] == f"/v1/items/{space}{n}"
+                assert stored == response.json()
+        if path is None or writes_by_path(client, path) > before:
+            break
+    assert path is None or writes_by_path(client, path) > before
+
+
+def test_idempotent_creates_sent_together_run_once_and_replay(
+    api_server: Server, backend: str, keyspace: str
+) -> None:
+    """A burst of idempotent POSTs with distinct keys, some sent before: new ones run once, old
+    ones replay their first response, and a key reused for another body is refused."""
+    client = api_server.client()
+    # MariaDB's named locks outlive transactions: there every idempotent write runs alone.
+    path = None if backend == "mariadb" else together_path(backend)
+    before = writes_by_path(client, path) if path else 0.0
+    for attempt in range(5):
+        space = f"{keyspace}{attempt}."
+
+        post = functools.partial(_idempotent_post, space)
+        first = [
+            client.post(c.path, json=c.body, headers=c.headers) for c in (post(0, 0), post(1, 1))
+        ]
+        calls = [post(0, 0), post(1, "other"), *(post(n, n) for n in range(2, 8))]
+        responses = asyncio.run(send_together(api_server.url, calls))
+        statuses = [r.status_code for r in responses]
+        assert statuses == [201, 422] + [201] * 6, statuses
+        assert responses[0].headers["Idempotent-Replayed"] == "true"
+        assert responses[0].content == first[0].content
+        assert responses[1].json()["code"] == "idempotency_key_reused"
+        for n in range(2, 8):
+            assert "Idempotent-Replayed" not in responses[n].headers
+            assert client.get(f"/v1/items/{space}{n}").json()["version"] == 1
+        again = asyncio.run(send_together(api_server.url, calls[2:]))
+        for n, response in enumerate(again, start=2):
+            assert response.headers["Idempotent-Replayed"] == "true"
+            assert response.content == responses[n].content
+        if path is None or writes_by_path(client, path) > before:
+            break
+    assert path is None or writes_by_path(client, path) > before
+
+
+def _idempotent_post(space: str, n: int, value: object) -> Call:
+    body = {"key": f"{space}{n}", "value": value}
+    return Call("POST", "/v1/items", body, {"Idempotency-Key": f"{space}k{n}"})
