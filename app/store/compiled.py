@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Hashable, Sequence
+from datetime import datetime
 from typing import Any, TypeVar
 
-from django.db import DEFAULT_DB_ALIAS, connection
+from django.db import DEFAULT_DB_ALIAS, connection, connections
+from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models import Field, Model, QuerySet
 from django.db.models.constants import OnConflict
 from django.db.models.sql import InsertQuery
@@ -96,6 +98,13 @@ def _select(
     return once_per_thread(("select", shape), compile_select)
 
 
+def execute_unprepared(cursor: Any, sql: str, params: Sequence[Any]) -> None:
+    """Run `sql` on a Django cursor without making it a server-side prepared statement
+    (PostgreSQL), so the server plans it for the tables as they are now."""
+    with cursor.db.wrap_database_errors:
+        cursor.cursor.execute(sql, params, prepare=False)
+
+
 def insert_row(model: type[Model], values: dict[str, Any], shape: Hashable = None) -> None:
     """INSERT one row of `model`; the statement is compiled by the ORM once per thread.
 
@@ -114,44 +123,91 @@ def compiled_insert(
     *,
     on_conflict_ignore: bool = False,
 ) -> tuple[str, list[Any]]:
-    """The ORM's INSERT of `rows` (same fields each) and its parameters, compiled once per shape.
+    """An INSERT of `rows` (same fields each) and its parameters, compiled once per shape.
 
     Parameters are prepared by the model's fields for every call; the first call of a shape
-    checks that they are exactly what the ORM bound.
+    checks that they are exactly what the ORM binds. On PostgreSQL several rows go as one array
+    per column (INSERT ... SELECT * FROM unnest(...)): one short text for any number of rows,
+    which the driver and the server parse and prepare once.
     """
+    db = connections[DEFAULT_DB_ALIAS]
     names = tuple(rows[0])
     fields = [_concrete(model, name) for name in names]
-    prepared = [
-        [field.get_db_prep_save(row[field.name], connection) for field in fields] for row in rows
-    ]
-    by_row = [param for row in prepared for param in row]
-    # PostgreSQL gets several rows as one array per column (INSERT ... SELECT * FROM UNNEST).
-    by_column = [list(column) for column in zip(*prepared, strict=True)]
+    prepared = _prepare_rows(fields, rows, db)
+    columnar = db.vendor == "postgresql" and len(rows) > 1
 
-    def compile_insert() -> tuple[str, bool]:
-        query = InsertQuery(model, on_conflict=OnConflict.IGNORE if on_conflict_ignore else None)
-        query.insert_values(fields, [model(**row) for row in rows])
+    def compile_insert() -> str:
+        conflict = OnConflict.IGNORE if on_conflict_ignore else None
+        query = InsertQuery(model, on_conflict=conflict)
+        sample = rows[:1] if columnar else rows
+        query.insert_values(fields, [model(**row) for row in sample])
         [(sql, compiled)] = query.get_compiler(using=DEFAULT_DB_ALIAS).as_sql()
-        for columnar, params in ((False, by_row), (True, by_column)):
-            if _same_nested(compiled, params):
-                return str(sql), columnar
-        raise ValueError(f"INSERT parameters {compiled!r} != prepared {by_row!r}")
+        expected = [param for row in prepared[: len(sample)] for param in row]
+        if not same_parameters(compiled, expected):
+            raise ValueError(f"INSERT parameters {compiled!r} != prepared {expected!r}")
+        if columnar:
+            return _unnest_insert(model, fields, constant, db, on_conflict_ignore)
+        return str(sql)
 
     key = ("insert", model._meta.label, names, on_conflict_ignore)
-    cache = _queries()
-    # The columnar text is the same for any number of rows: compile it once, not once per count.
-    entry = cache.get((*key, "columnar")) if len(rows) > 1 else None
-    if entry is None:
-        entry = once_per_thread((*key, len(rows), shape), compile_insert)
-        if entry[1] and len(rows) > 1:
-            cache[(*key, "columnar")] = entry
-    sql, columnar = entry
-    return sql, by_column if columnar else by_row
+    if not columnar:
+        sql = once_per_thread((*key, len(rows), shape), compile_insert)
+        return sql, [param for row in prepared for param in row]
+    # A column with one value in every row (the batch's timestamps, its client) is sent once.
+    columns = [list(column) for column in zip(*prepared, strict=True)]
+    constant = tuple(all(p is column[0] for p in column) for column in columns)
+    if all(constant):  # identical rows: unnest() still needs one array
+        constant = (False, *constant[1:])
+    sql = once_per_thread((*key, "columnar", constant), compile_insert)
+    pairs = list(zip(columns, constant, strict=True))
+    # The text names the constant columns' values first, then the arrays (see _unnest_insert).
+    return sql, [c[0] for c, same in pairs if same] + [c for c, same in pairs if not same]
 
 
-def _same_nested(compiled: Sequence[Any], prepared: Sequence[Any]) -> bool:
-    if len(compiled) != len(prepared):
-        return False
-    if all(isinstance(p, list) for p in (*compiled, *prepared)):
-        return all(same_parameters(c, p) for c, p in zip(compiled, prepared, strict=True))
-    return same_parameters(compiled, prepared)
+def _prepare_rows(
+    fields: list[Field[Any, Any]], rows: list[dict[str, Any]], db: BaseDatabaseWrapper
+) -> list[list[Any]]:
+    """Each row's parameters; a string, integer or time repeated down a column (a batch's
+    timestamp, its client) is prepared once, and the same object is used for every row. Values
+    of other types are not reused: 1 and True are equal keys, but not equal JSON."""
+    prepared: list[list[Any]] = [[] for _ in rows]
+    for field in fields:
+        done: dict[tuple[type, Any], Any] = {}
+        for row, out in zip(rows, prepared, strict=True):
+            value = row[field.name]
+            reusable = type(value) in _REUSABLE
+            param = done.get((type(value), value)) if reusable else None
+            if param is None:
+                param = field.get_db_prep_save(value, db)
+                if reusable:
+                    done[type(value), value] = param
+            out.append(param)
+    return prepared
+
+
+_REUSABLE = (str, int, datetime)  # exact types: bool is not reused as int
+
+
+def _unnest_insert(
+    model: type[Model],
+    fields: list[Field[Any, Any]],
+    constant: tuple[bool, ...],
+    db: BaseDatabaseWrapper,
+    ignore: bool,
+) -> str:
+    """INSERT ... SELECT from one array per column, or one value for a `constant` column."""
+    quote = db.ops.quote_name
+    table = quote(model._meta.db_table)
+    columns = ", ".join(quote(column_of(model, field.name)) for field in fields)
+    picked = ", ".join(
+        f"%s::{field.db_type(db)}" if same else f"u.c{n}"
+        for n, (field, same) in enumerate(zip(fields, constant, strict=True))
+    )
+    varying = [
+        (n, field) for n, (field, same) in enumerate(zip(fields, constant, strict=True)) if not same
+    ]
+    arrays = ", ".join(f"%s::{field.db_type(db)}[]" for _, field in varying)
+    names = ", ".join(f"c{n}" for n, _ in varying)
+    # Only quoted names and types from the model go into the text; every value is a parameter.
+    sql = f"INSERT INTO {table} ({columns}) SELECT {picked} FROM unnest({arrays}) AS u ({names})"  # noqa: S608  # nosec B608
+    return sql + " ON CONFLICT DO NOTHING" if ignore else sql

@@ -22,6 +22,7 @@ from app.store.compiled import (
     column_of,
     compiled_insert,
     convert_rows,
+    execute_unprepared,
     fetch_rows,
     insert_row,
 )
@@ -131,7 +132,10 @@ def claim_many(claims: Sequence[Claim]) -> list[Claimed]:
             [numbers],
         )
         locked = [row[0] for row in cursor.fetchall()]
-        cursor.execute(_records_sql(), [[c.client for c in claims], [c.key for c in claims]])
+        # Planned afresh each time: a plan cached while the table was small kept scanning all of
+        # it (a hash join over a sequential scan) as it grew.
+        pairs = [[c.client for c in claims], [c.key for c in claims]]
+        execute_unprepared(cursor, _records_sql(), pairs)
         raw = cursor.fetchall()
     first = claims[0]
     rows = convert_rows(
@@ -163,8 +167,8 @@ def claim_many(claims: Sequence[Claim]) -> list[Claimed]:
 
 
 def _records_sql() -> str:
-    """The records of (client, key) pairs given as two arrays: one index probe per pair, and one
-    text for any number of pairs, so the server prepares it once."""
+    """The records of (client, key) pairs given as two arrays, in one text for any number of
+    pairs."""
     quote = connection.ops.quote_name
     table = quote(IdempotencyRecord._meta.db_table)
     names = ("client", "key", *_RECORD)

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from django.db import IntegrityError, connection, transaction
+from django.db import DEFAULT_DB_ALIAS, IntegrityError, connection, connections, transaction
 from django.db.models import F, JSONField, QuerySet, Value
 from django.db.models.sql import UpdateQuery
 from django.utils import timezone
@@ -119,15 +119,16 @@ def update_item(key: str, value: Any, expected_version: int | None = None) -> It
 
 def _update_params(key: str, value: Any, expected_version: int | None, now: datetime) -> list[Any]:
     """The UPDATE's parameters, prepared by each field as the ORM prepares them."""
+    db = connections[DEFAULT_DB_ALIAS]  # the thread's own: no proxy per field
     fields = Item._meta
     params = [
-        fields.get_field("value").get_db_prep_save(_json(value), connection),
+        fields.get_field("value").get_db_prep_save(_json(value), db),
         None,  # the 1 of version + 1, bound as the ORM binds it (see _compile_update)
-        fields.get_field("updated_at").get_db_prep_save(now, connection),
-        fields.get_field("key").get_db_prep_value(key, connection),
+        fields.get_field("updated_at").get_db_prep_save(now, db),
+        fields.get_field("key").get_db_prep_value(key, db),
     ]
     if expected_version is not None:
-        params.append(fields.get_field("version").get_db_prep_value(expected_version, connection))
+        params.append(fields.get_field("version").get_db_prep_value(expected_version, db))
     return params
 
 
@@ -188,16 +189,17 @@ def update_many(
     own table and column names; parameters are prepared by the model's fields. The rows are
     updated in the order given (a nested loop over the arrays), which the caller sorts by key.
     """
+    db = connections[DEFAULT_DB_ALIAS]  # the thread's own: no proxy per field
     now = timezone.now()
     fields = Item._meta
     key_field, value_field = fields.get_field("key"), fields.get_field("value")
     version_field = fields.get_field("version")
     params = [
-        fields.get_field("updated_at").get_db_prep_save(now, connection),
-        [key_field.get_db_prep_value(key, connection) for key, _, _ in updates],
-        [value_field.get_db_prep_save(_json(value), connection) for _, value, _ in updates],
+        fields.get_field("updated_at").get_db_prep_save(now, db),
+        [key_field.get_db_prep_value(key, db) for key, _, _ in updates],
+        [value_field.get_db_prep_save(_json(value), db) for _, value, _ in updates],
         [
-            None if expected is None else version_field.get_db_prep_value(expected, connection)
+            None if expected is None else version_field.get_db_prep_value(expected, db)
             for _, _, expected in updates
         ],
     ]

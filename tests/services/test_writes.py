@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import json
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -219,7 +220,12 @@ def test_creates_sent_together_each_get_their_own_outcome(
         for n in (1, 4):
             response = client.post("/v1/items", json={"key": f"{space}{n}", "value": "old"})
             assert response.status_code == 201
-        calls = [Call("POST", "/v1/items", {"key": f"{space}{n}", "value": [n]}) for n in range(8)]
+        # Values equal in Python but not in JSON (1, true, 1.0) must each keep their own type.
+        values = [1, "taken", True, 1.0, "taken", None, "1", {"n": [1, True]}]
+        calls = [
+            Call("POST", "/v1/items", {"key": f"{space}{n}", "value": value})
+            for n, value in enumerate(values)
+        ]
         responses = asyncio.run(send_together(api_server.url, calls))
         statuses = [r.status_code for r in responses]
         assert statuses == [201, 409, 201, 201, 409, 201, 201, 201], statuses
@@ -231,6 +237,7 @@ def test_creates_sent_together_each_get_their_own_outcome(
             else:
                 assert response.headers["Location"] == f"/v1/items/{space}{n}"
                 assert stored == response.json()
+                assert json.dumps(stored["value"]) == json.dumps(values[n])
         if path is None or writes_by_path(client, path) > before:
             break
     assert path is None or writes_by_path(client, path) > before
