@@ -123,11 +123,11 @@ def claim_many(claims: Sequence[Claim]) -> list[Claimed]:
     two round trips per write.
     """
     # Arrays, not one placeholder per claim: one text for any number of claims, so the server
-    # prepares each statement once.
+    # prepares each statement once; %b sends them in binary (see app/store/compiled.py).
     numbers = [_lock_number(claim.client, claim.key) for claim in claims]
     with connection.cursor() as cursor:
         cursor.execute(
-            "SELECT pg_try_advisory_xact_lock(n) FROM unnest(%s::bigint[])"
+            "SELECT pg_try_advisory_xact_lock(n) FROM unnest(%b::bigint[])"
             " WITH ORDINALITY AS l (n, position) ORDER BY position",
             [numbers],
         )
@@ -176,7 +176,7 @@ def _records_sql() -> str:
     client, key = (quote(column_of(IdempotencyRecord, name)) for name in ("client", "key"))
     # Only quoted names from the model go into the text; every value is a bound parameter.
     return (
-        f"SELECT {columns} FROM unnest(%s::varchar[], %s::varchar[]) AS p (client, key)"  # noqa: S608  # nosec B608
+        f"SELECT {columns} FROM unnest(%b::varchar[], %b::varchar[]) AS p (client, key)"  # noqa: S608  # nosec B608
         f" JOIN {table} AS r ON r.{client} = p.client AND r.{key} = p.key"
     )
 

@@ -233,9 +233,10 @@ def _update_many_sql() -> str:
     )
     returning = ", ".join(f"t.{quote(_item_column(name))}" for name in _FIELDS)
     # Only quoted names from the model go into the text; every value is a bound parameter.
+    # %b: the arrays go in binary (see _unnest_insert in app/store/compiled.py).
     return (
         f"UPDATE {table} AS t SET {value} = v.value, {version} = t.{version} + 1,"  # noqa: S608  # nosec B608
-        f" {updated} = %s FROM unnest(%s::varchar[], %s::jsonb[], %s::bigint[])"
+        f" {updated} = %s FROM unnest(%b::varchar[], %b::jsonb[], %b::bigint[])"
         f" AS v (key, value, expected)"
         f" WHERE t.{key} = v.key AND (v.expected IS NULL OR t.{version} = v.expected)"
         f" RETURNING {returning}"
