@@ -425,6 +425,33 @@ def test_wrk_post_script_sends_unique_keys_with_idempotency_and_api_key(stub: St
     assert {key.split(".")[1] for key in keys} == {"1", "2"}  # both threads numbered
 
 
+@pytest.mark.skipif(
+    shutil.which("wrk") is None, reason="wrk is not installed (apt-get install wrk)"
+)
+def test_warm_up_before_a_create_workload_leaves_its_keys_unused(stub: StubServer) -> None:
+    """Each workload is warmed before it is measured; a workload that creates items warms up on
+    keys of its own, so the measured run's creates never meet a taken key (409)."""
+    wrk = bench.Wrk(str(shutil.which("wrk")), threads=1, connections=1, headers=())
+    for workload in bench.workloads(10):
+        warming = workload.warming()
+        assert (warming.name, warming.script, warming.path) == (
+            workload.name,
+            workload.script,
+            workload.path,
+        )
+        if workload.script != "post.lua":
+            assert warming == workload
+            continue
+        assert warming.args[1:] == workload.args[1:]
+        wrk.run(stub.url, warming, 1)
+        warm_keys = {json.loads(seen.body)["key"] for seen in stub.seen}
+        stub.seen.clear()
+        wrk.run(stub.url, workload, 1)
+        measured_keys = {json.loads(seen.body)["key"] for seen in stub.seen}
+        stub.seen.clear()
+        assert warm_keys and measured_keys and not warm_keys & measured_keys
+
+
 def test_bench_exits_with_a_clear_error_without_wrk(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
