@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -50,13 +51,18 @@ def workers_server(
 def test_request_count_is_exact_across_workers(workers_server: Server, keyspace: str) -> None:
     """K requests spread over four workers sum to exactly K in every scrape."""
     sent = 200
-    # A fresh connection per request, so the kernel spreads them over the workers.
+    # A fresh connection per request from eight senders at once: one worker alone, accepting
+    # sequential connections as fast as they come, could otherwise take every one of them.
     client = workers_server.client(headers={"Connection": "close"})
-    for n in range(sent // 2):
-        assert (
-            client.post("/v1/items", json={"key": f"{keyspace}{n}", "value": n}).status_code == 201
-        )
-        assert client.get(f"/v1/items/{keyspace}{n}").status_code == 200
+
+    def post_and_get(n: int) -> None:
+        with workers_server.client(headers={"Connection": "close"}) as own:
+            response = own.post("/v1/items", json={"key": f"{keyspace}{n}", "value": n})
+            assert response.status_code == 201
+            assert own.get(f"/v1/items/{keyspace}{n}").status_code == 200
+
+    with ThreadPoolExecutor(max_workers=8) as senders:
+        list(senders.map(post_and_get, range(sent // 2)))
     for _ in range(3):
         counts = requests_by_route(scrape(client))
         assert sum(n for route, n in counts.items() if route not in NOT_SENT_BY_TEST) == sent
