@@ -13,7 +13,8 @@ import hashlib
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
+from typing import Any
 
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
@@ -73,26 +74,19 @@ def _execute_locked(
 ) -> IdempotentOutcome | StoreError:
     if connection.vendor == "postgresql" and not _try_xact_lock(client, key):
         return IdempotencyInProgress(key)
+    claim = Claim(client, key, fingerprint, ttl_seconds)
     now = timezone.now()
     rows = fetch_rows(
         "idempotency_record",
         lambda: IdempotencyRecord.objects.filter(client=client, key=key).values_list(*_RECORD),
         [client, key],
     )
-    previous = rows[0] if rows else None
-    if previous is not None:
-        old_fingerprint, status, body, headers, expires_at = previous
-        if expires_at > now:
-            if old_fingerprint != fingerprint:
-                return IdempotencyKeyReused(key)
-            return IdempotentOutcome(StoredResponse(status, bytes(body), headers), True)
-        IdempotencyRecord.objects.filter(client=client, key=key).delete()
+    decided = _decided(claim, rows[0] if rows else None, now)
+    if decided is not None:
+        return decided
     response = action()
     try:
-        record = {"client": client, "key": key, "fingerprint": fingerprint}
-        outcome = {"status": response.status, "body": response.body, "headers": response.headers}
-        times = {"created_at": now, "expires_at": now + timedelta(seconds=ttl_seconds)}
-        insert_row(IdempotencyRecord, record | outcome | times)
+        insert_row(IdempotencyRecord, _record_row(claim, response, now))
     except IntegrityError:
         # Only reachable if a lock was lost. The failed INSERT marked the transaction for
         # rollback, so the write goes with it.
@@ -151,19 +145,37 @@ def claim_many(claims: Sequence[Claim]) -> list[Claimed]:
     answers: list[Claimed] = []
     for claim, got_lock in zip(claims, locked, strict=True):
         previous = found.get((claim.client, claim.key))
-        if not got_lock:
-            answers.append(IdempotencyInProgress(claim.key))
-        elif previous is None:
-            answers.append(None)
-        elif previous[4] <= now:  # expired: forget it and run again, as execute_once does
-            IdempotencyRecord.objects.filter(client=claim.client, key=claim.key).delete()
-            answers.append(None)
-        elif previous[0] != claim.fingerprint:
-            answers.append(IdempotencyKeyReused(claim.key))
-        else:
-            _, status, body, headers, _ = previous
-            answers.append(IdempotentOutcome(StoredResponse(status, bytes(body), headers), True))
+        answers.append(
+            _decided(claim, previous, now) if got_lock else IdempotencyInProgress(claim.key)
+        )
     return answers
+
+
+def _decided(claim: Claim, previous: Sequence[Any] | None, now: datetime) -> Claimed:
+    """What the record found under a claim's key (fields as in _RECORD) means for its write:
+    None to run it, a replay, or a key reused for another request."""
+    if previous is None:
+        return None
+    old_fingerprint, status, body, headers, expires_at = previous
+    if expires_at <= now:  # expired: the key counts as new
+        IdempotencyRecord.objects.filter(client=claim.client, key=claim.key).delete()
+        return None
+    if old_fingerprint != claim.fingerprint:
+        return IdempotencyKeyReused(claim.key)
+    return IdempotentOutcome(StoredResponse(status, bytes(body), headers), True)
+
+
+def _record_row(claim: Claim, response: StoredResponse, now: datetime) -> dict[str, Any]:
+    return {
+        "client": claim.client,
+        "key": claim.key,
+        "fingerprint": claim.fingerprint,
+        "status": response.status,
+        "body": response.body,
+        "headers": response.headers,
+        "created_at": now,
+        "expires_at": now + timedelta(seconds=claim.ttl_seconds),
+    }
 
 
 def _records_sql() -> str:
@@ -184,19 +196,7 @@ def _records_sql() -> str:
 def record_many(done: Sequence[tuple[Claim, StoredResponse]]) -> None:
     """Store the responses of writes `claim_many` let run, in the same transaction, one INSERT."""
     now = timezone.now()
-    rows = [
-        {
-            "client": claim.client,
-            "key": claim.key,
-            "fingerprint": claim.fingerprint,
-            "status": response.status,
-            "body": response.body,
-            "headers": response.headers,
-            "created_at": now,
-            "expires_at": now + timedelta(seconds=claim.ttl_seconds),
-        }
-        for claim, response in done
-    ]
+    rows = [_record_row(claim, response, now) for claim, response in done]
     sql, params = compiled_insert(IdempotencyRecord, rows, None)
     with connection.cursor() as cursor:
         cursor.execute(sql, params)

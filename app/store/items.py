@@ -102,18 +102,19 @@ def update_item(key: str, value: Any, expected_version: int | None = None) -> It
         lambda: _compile_update(key, value, expected_version, now, params),
     )
     params[1] = increment
-    # No savepoint when nested: nothing here fails as an outcome, and 404/412 are raised only
-    # after the block, so a shared transaction is never marked for rollback by one of them.
-    with transaction.atomic(savepoint=False), connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        if returning:
+    with connection.cursor() as cursor:
+        if returning:  # one statement: it needs no transaction of its own
+            cursor.execute(sql, params)
             rows = convert_rows("get", lambda: _get_query(key), [key], cursor.fetchall())
             record = ItemRecord(*rows[0]) if rows else None
         else:
-            record = _find_item(key) if cursor.rowcount else None
+            # No savepoint when nested: nothing here fails as an outcome, and 404/412 are raised
+            # only after the block, so a shared transaction is never marked for rollback by one.
+            with transaction.atomic(savepoint=False):
+                cursor.execute(sql, params)
+                record = _find_item(key) if cursor.rowcount else None
     if record is None:
-        _raise_missing_or_stale(key, expected_version)
-    assert record is not None
+        raise _missing_or_stale(key, expected_version)
     return record
 
 
@@ -156,7 +157,7 @@ def _compile_update(
 def delete_item(key: str, expected_version: int | None = None) -> None:
     deleted, _ = _matching(key, expected_version).delete()
     if deleted == 0:
-        _raise_missing_or_stale(key, expected_version)
+        raise _missing_or_stale(key, expected_version)
 
 
 def create_many(creates: Sequence[tuple[str, Any]]) -> list[ItemRecord | KeyExists]:
@@ -212,15 +213,7 @@ def update_many(
     found = {row[0]: ItemRecord(*row) for row in rows}
     results: list[ItemRecord | ItemNotFound | VersionMismatch] = []
     for key, _, expected_version in updates:
-        record = found.get(key)
-        if record is None:
-            try:
-                _raise_missing_or_stale(key, expected_version)
-            except (ItemNotFound, VersionMismatch) as exc:
-                results.append(exc)
-                continue
-        assert record is not None
-        results.append(record)
+        results.append(found.get(key) or _missing_or_stale(key, expected_version))
     return results
 
 
@@ -274,10 +267,10 @@ def _matching(key: str, expected_version: int | None) -> Any:
     return query if expected_version is None else query.filter(version=expected_version)
 
 
-def _raise_missing_or_stale(key: str, expected_version: int | None) -> None:
+def _missing_or_stale(key: str, expected_version: int | None) -> ItemNotFound | VersionMismatch:
     """Why a write matched no row. Without If-Match only absence explains it: a row found now
     was created by a write that committed after ours looked."""
     current = Item.objects.filter(pk=key).values_list("version", flat=True).first()
     if current is None or expected_version is None:
-        raise ItemNotFound(key)
-    raise VersionMismatch(current)
+        return ItemNotFound(key)
+    return VersionMismatch(current)
