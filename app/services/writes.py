@@ -44,7 +44,6 @@ class WriteBatcher(LoopPassBatcher[Write, Any]):
     def __init__(self, max_batch: int = MAX_BATCH) -> None:
         super().__init__()
         self.max_batch = max_batch
-        self.shared_failures = 0  # for tests and debugging: shared transactions rolled back
 
     def _split(self, batch: Batch[Write, Any]) -> list[Batch[Write, Any]]:
         return [batch[n : n + self.max_batch] for n in range(0, len(batch), self.max_batch)]
@@ -54,8 +53,7 @@ class WriteBatcher(LoopPassBatcher[Write, Any]):
             return [await _alone(calls[0])]
         try:
             answers = await run_db(write_batch, calls)
-        except SharedTransactionFailed:
-            self.shared_failures += 1
+        except SharedTransactionFailed:  # rolled back whole: every write runs again alone
             answers = [RUN_ALONE] * len(calls)
         alone = [n for n, answer in enumerate(answers) if answer is RUN_ALONE]
         if alone:

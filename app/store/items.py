@@ -102,17 +102,17 @@ def update_item(key: str, value: Any, expected_version: int | None = None) -> It
         lambda: _compile_update(key, value, expected_version, now, params),
     )
     params[1] = increment
-    with connection.cursor() as cursor:
-        if returning:  # one statement: it needs no transaction of its own
-            cursor.execute(sql, params)
+    # A transaction even for one statement: the COMMIT is then ours to send, so a request cut
+    # while its UPDATE waits for a row lock never commits (an autocommitted UPDATE would, later).
+    # No savepoint when nested: nothing here fails as an outcome, and 404/412 are raised only
+    # after the block, so a shared transaction is never marked for rollback by one of them.
+    with transaction.atomic(savepoint=False), connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        if returning:
             rows = convert_rows("get", lambda: _get_query(key), [key], cursor.fetchall())
             record = ItemRecord(*rows[0]) if rows else None
         else:
-            # No savepoint when nested: nothing here fails as an outcome, and 404/412 are raised
-            # only after the block, so a shared transaction is never marked for rollback by one.
-            with transaction.atomic(savepoint=False):
-                cursor.execute(sql, params)
-                record = _find_item(key) if cursor.rowcount else None
+            record = _find_item(key) if cursor.rowcount else None
     if record is None:
         raise _missing_or_stale(key, expected_version)
     return record
@@ -155,7 +155,8 @@ def _compile_update(
 
 
 def delete_item(key: str, expected_version: int | None = None) -> None:
-    deleted, _ = _matching(key, expected_version).delete()
+    with transaction.atomic(savepoint=False):  # our COMMIT, as in update_item
+        deleted, _ = _matching(key, expected_version).delete()
     if deleted == 0:
         raise _missing_or_stale(key, expected_version)
 
