@@ -114,7 +114,7 @@ async def perform_write(
         return execute_once(claim.client, claim.key, claim.fingerprint, claim.ttl_seconds, action)
 
     run = _in_this_context(exactly_once, "execute_once")
-    write = Write(key, run, session_locked=True, plain=together, claim=claim)
+    write = Write(key, run, plain=together, claim=claim)
     try:
         outcome: IdempotentOutcome = await _writes.submit(write)
     except IdempotencyKeyReused:

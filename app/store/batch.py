@@ -4,12 +4,12 @@ Every write alone costs a thread hop, BEGIN and COMMIT (a WAL flush on PostgreSQ
 in an idempotent write, savepoints; under load most of a write's cost was that, not the write.
 Writes that arrive together share one transaction instead, without savepoints:
 
-- an expected outcome (404, 409 on a version, 412, an idempotency replay or conflict) is found
-  without a failed statement and raised only outside the write's own atomic block, so it never
-  aborts the shared transaction;
-- anything else that fails (a taken key on INSERT, a constraint, a bug) rolls the whole shared
-  transaction back and raises `SharedTransactionFailed`; nothing any write did is kept, and the
-  caller runs each write again on its own, where it fails or succeeds alone;
+- an expected outcome (404, 412, an idempotency replay or conflict) is found without a failed
+  statement and raised only outside the write's own atomic block, so it never aborts the shared
+  transaction;
+- anything else that fails (a taken key on a one-row INSERT, a constraint, a bug) rolls the
+  whole shared transaction back and raises `SharedTransactionFailed`; nothing any write did is
+  kept, and the caller runs each write again on its own, where it fails or succeeds alone;
 - a lost connection or a timeout is raised as is: nothing was committed, so every write of the
   transaction fails with 503 and none is half done.
 
@@ -55,11 +55,10 @@ class Write:
 
     key: str  # the item it writes: the order in which row locks are taken
     run: Callable[[], Any]
-    # Takes a MariaDB/MySQL named lock (idempotent writes) that is released after the write's
-    # own commit: on those servers the write gets a transaction of its own.
-    session_locked: bool = False
     plain: PlainWrite | None = None
-    claim: idempotency.Claim | None = None  # its Idempotency-Key; `run` then executes it once
+    # Its Idempotency-Key; `run` then executes it once. On MariaDB/MySQL that takes a named lock
+    # released after the write's own commit, so there the write gets a transaction of its own.
+    claim: idempotency.Claim | None = None
 
 
 class RunAlone:
@@ -76,7 +75,7 @@ class SharedTransactionFailed(Exception):
 def write_batch(writes: Sequence[Write]) -> list[Any]:
     """Each write's result, the StoreError that is its outcome, or RUN_ALONE, in the order given."""
     alone = connection.vendor == "mysql"
-    shared = [n for n, write in enumerate(writes) if not (alone and write.session_locked)]
+    shared = [n for n, write in enumerate(writes) if not (alone and write.claim is not None)]
     shared.sort(key=lambda n: writes[n].key)
     answers: list[Any] = [RUN_ALONE] * len(writes)
     kind = None
