@@ -1,6 +1,6 @@
 """`make bench`: throughput and latency of the production configuration, next to the framework's.
 
-Starts gunicorn with docker/gunicorn.conf.py (uvicorn workers) on PostgreSQL and Redis, with a
+Starts gunicorn with gunicorn.conf.py (uvicorn workers) on PostgreSQL and Redis, with a
 limit no client reaches (the limiter still runs on every request), seeds items with one SQL
 statement and drives each workload with wrk at fixed concurrency; then the same wrk run against
 loadtests/ceiling_app.py, a FastAPI app answering a constant item. Also records the peak number

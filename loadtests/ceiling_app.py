@@ -1,6 +1,8 @@
 """The framework ceiling: FastAPI under the production gunicorn config, answering a constant item.
 
-    gunicorn -c docker/gunicorn.conf.py loadtests.ceiling_app:app
+From the project root, where gunicorn finds ./gunicorn.conf.py by itself:
+
+    gunicorn loadtests.ceiling_app:app
 
 `GET /v1/items/{key}` returns the same bytes for every key: KV_CEILING_ITEM when set (bench.py
 passes a real item's body, so shape and size match), else an item shaped like the seeded ones.

@@ -1,6 +1,6 @@
 """`make load`: run a Locust scenario against the production configuration and judge the result.
 
-Starts gunicorn with docker/gunicorn.conf.py on PostgreSQL and Redis, with one API key per user,
+Starts gunicorn with gunicorn.conf.py on PostgreSQL and Redis, with one API key per user,
 runs Locust headless for a bounded time, stops the server, and exits non-zero when the error
 ratio or the 95th percentile exceed the thresholds given. Reports (CSV, HTML, server log) go to
 loadtests/reports/.

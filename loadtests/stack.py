@@ -24,7 +24,7 @@ from pathlib import Path
 from types import FrameType
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-GUNICORN_CONF = REPO_ROOT / "docker" / "gunicorn.conf.py"
+GUNICORN_CONF = REPO_ROOT / "gunicorn.conf.py"
 REPORTS_DIR = REPO_ROOT / "loadtests" / "reports"
 
 DEFAULT_POSTGRES_URL = "postgres://postgres@127.0.0.1:5432"
@@ -195,7 +195,7 @@ def install_cleanup() -> None:
 
 @dataclass
 class Gunicorn(ManagedProcess):
-    """gunicorn with docker/gunicorn.conf.py serving `app` on a free loopback port."""
+    """gunicorn with the project's gunicorn.conf.py serving `app` on a free loopback port."""
 
     url: str = ""
 

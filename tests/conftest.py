@@ -183,22 +183,33 @@ class Server:
 
 
 def start_server(
-    workdir: Path, env: dict[str, str], *, workers: int = 0, wait: bool = True
+    workdir: Path,
+    env: dict[str, str],
+    *,
+    workers: int = 0,
+    wait: bool = True,
+    command: list[str] | None = None,
+    port: int = 0,
+    cwd: Path | None = None,
 ) -> Server:
-    """Start uvicorn (workers=0) or gunicorn with uvicorn workers, and wait until it answers."""
-    port = free_port()
-    if workers:
+    """Start uvicorn (workers=0) or gunicorn with uvicorn workers, and wait until it answers.
+
+    A caller's own `command` replaces that command line and must listen on the `port` it passes;
+    `cwd` replaces `workdir` as the working directory. The log goes to `workdir` either way.
+    """
+    port = port or free_port()
+    if command is None and workers:
         repo = Path(__file__).resolve().parent.parent
         command = [
             sys.executable,
             "-m",
             "gunicorn",
             "-c",
-            str(repo / "docker" / "gunicorn.conf.py"),
+            str(repo / "gunicorn.conf.py"),
             "app.main:app",
         ]
         env = {**env, "GUNICORN_BIND": f"127.0.0.1:{port}", "GUNICORN_WORKERS": str(workers)}
-    else:
+    elif command is None:
         command = [
             sys.executable,
             "-m",
@@ -216,7 +227,7 @@ def start_server(
     with log_path.open("wb") as log:
         process = subprocess.Popen(
             command,
-            cwd=workdir,
+            cwd=cwd or workdir,
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,

@@ -12,7 +12,7 @@ def is_known_setting(name: str) -> bool:
     app_settings = re.findall(
         r"^#?\s*([A-Z][A-Z0-9_]*)=", (REPO / ".env.example").read_text(), re.M
     )
-    gunicorn_conf = (REPO / "docker" / "gunicorn.conf.py").read_text()
+    gunicorn_conf = (REPO / "gunicorn.conf.py").read_text()
     return (
         name in app_settings
         or f'"{name}"' in gunicorn_conf

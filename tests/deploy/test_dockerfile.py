@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import posixpath
 import re
 import runpy
 
@@ -88,12 +89,24 @@ def test_cmd_and_entrypoint_use_exec_form() -> None:
 
 
 def test_server_is_gunicorn_with_the_uvicorn_worker_package() -> None:
-    """The image runs gunicorn with docker/gunicorn.conf.py, whose worker is uvicorn-worker's."""
+    """The image runs a plain gunicorn; gunicorn.conf.py selects uvicorn-worker's worker."""
     (cmd,) = [json.loads(args) for keyword, args in final_stage() if keyword == "CMD"]
-    assert cmd == ["gunicorn", "-c", "docker/gunicorn.conf.py", "app.main:app"]
-    conf = runpy.run_path(str(REPO / "docker" / "gunicorn.conf.py"))
+    assert cmd == ["gunicorn", "app.main:app"]
+    conf = runpy.run_path(str(REPO / "gunicorn.conf.py"))
     assert conf["worker_class"] == "uvicorn_worker.UvicornWorker"
-    assert "uvicorn.workers" not in (REPO / "docker" / "gunicorn.conf.py").read_text()
+    assert "uvicorn.workers" not in (REPO / "gunicorn.conf.py").read_text()
+
+
+def test_config_file_lands_where_gunicorn_looks_for_it() -> None:
+    """gunicorn.conf.py reaches the final WORKDIR, where gunicorn reads it without -c."""
+    workdir = [args for keyword, args in final_stage() if keyword == "WORKDIR"][-1]
+    destinations = [
+        posixpath.join(workdir, args.split()[-1])
+        for keyword, args in final_stage()
+        if keyword == "COPY" and args.split()[0] == "gunicorn.conf.py"
+    ]
+    assert destinations == [f"{workdir}/gunicorn.conf.py"]
+    assert "!gunicorn.conf.py" in (REPO / ".dockerignore").read_text().splitlines()
 
 
 def test_healthcheck_uses_python_not_curl() -> None:

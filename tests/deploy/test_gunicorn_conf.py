@@ -1,4 +1,4 @@
-"""docker/gunicorn.conf.py: settings from the environment and the server hooks."""
+"""gunicorn.conf.py: settings from the environment and the server hooks."""
 
 from __future__ import annotations
 
@@ -6,6 +6,8 @@ import asyncio
 import importlib.util
 import logging
 import os
+import shutil
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -21,7 +23,7 @@ from uvicorn_worker import UvicornWorker
 
 from tests.deploy.tools import REPO
 
-CONF = REPO / "docker" / "gunicorn.conf.py"
+CONF = REPO / "gunicorn.conf.py"
 ENV_NAMES = (
     "GUNICORN_BIND",
     "GUNICORN_WORKERS",
@@ -48,7 +50,9 @@ print(os.getpid())
 def load_conf(monkeypatch: pytest.MonkeyPatch, **env: str) -> ModuleType:
     """Execute the config file as gunicorn does, with exactly the given variables set."""
     for name in ENV_NAMES:
-        monkeypatch.delenv(name, raising=False)
+        # Set first so monkeypatch records it: what a hook puts in os.environ is undone too.
+        monkeypatch.setenv(name, "")
+        monkeypatch.delenv(name)
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     spec = importlib.util.spec_from_file_location("gunicorn_conf_under_test", CONF)
@@ -165,6 +169,42 @@ def test_on_starting_creates_a_missing_multiprocess_dir(
     metrics = tmp_path / "missing" / "metrics"
     load_conf(monkeypatch, PROMETHEUS_MULTIPROC_DIR=str(metrics)).on_starting(None)
     assert metrics.is_dir()
+
+
+def test_on_starting_provisions_a_private_dir_when_none_is_configured(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Unset, PROMETHEUS_MULTIPROC_DIR is set to a new directory only this user can enter."""
+    load_conf(monkeypatch).on_starting(None)
+    metrics = Path(os.environ["PROMETHEUS_MULTIPROC_DIR"])
+    try:
+        assert metrics.is_dir()
+        assert metrics.name.startswith("kvkit-metrics-")
+        assert stat.S_IMODE(metrics.stat().st_mode) == 0o700
+        assert list(metrics.iterdir()) == []
+    finally:
+        shutil.rmtree(metrics, ignore_errors=True)
+
+
+def test_on_exit_removes_the_dir_it_provisioned(monkeypatch: pytest.MonkeyPatch) -> None:
+    """on_exit deletes the directory on_starting made, even with worker files in it."""
+    conf = load_conf(monkeypatch)
+    conf.on_starting(None)
+    metrics = Path(os.environ["PROMETHEUS_MULTIPROC_DIR"])
+    write_metrics(metrics)
+    conf.on_exit(None)
+    assert not metrics.exists()
+
+
+def test_on_exit_leaves_a_configured_dir_alone(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A PROMETHEUS_MULTIPROC_DIR the user set survives gunicorn's exit, files and all."""
+    conf = load_conf(monkeypatch, PROMETHEUS_MULTIPROC_DIR=str(tmp_path))
+    conf.on_starting(None)
+    write_metrics(tmp_path)
+    conf.on_exit(None)
+    assert list(tmp_path.glob("counter_*.db"))
 
 
 def _totals(directory: Path) -> dict[str, float]:

@@ -1,9 +1,15 @@
-"""gunicorn settings for kvkit; every knob comes from an environment variable."""
+"""gunicorn settings for kvkit; every knob comes from an environment variable.
+
+gunicorn reads ./gunicorn.conf.py from its working directory on its own, so this file sits at the
+project root, and the image copies it into its WORKDIR: a plain `gunicorn app.main:app` from
+either place runs with these settings, without `-c`.
+"""
 
 from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -36,11 +42,26 @@ _SHM = "/dev/shm"  # noqa: S108 - gunicorn creates its own private files there
 worker_tmp_dir = _SHM if os.path.isdir(_SHM) else None
 
 
+# The multiprocess directory this config made itself (and so may delete), if it made one. A SIGHUP
+# reload re-reads this file and forgets it: the directory is then left behind, never deleted in use.
+_private_metrics_dir: str | None = None
+
+
 def on_starting(server: Any) -> None:
-    """Empty the prometheus multiprocess directory so a restart never counts old workers."""
+    """Give the workers one multiprocess directory, empty, so /metrics sums them all.
+
+    Runs in the master before any worker forks. Workers import the app after the fork and
+    prometheus-client picks its multiprocess mode from the environment at import, so setting
+    PROMETHEUS_MULTIPROC_DIR here reaches every worker; without it each worker would report
+    only its own requests.
+    """
+    global _private_metrics_dir
     path = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
     if not path:
+        _private_metrics_dir = tempfile.mkdtemp(prefix="kvkit-metrics-")  # mode 0700
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = _private_metrics_dir
         return
+    # A configured directory may hold files of an earlier run: empty it so they never count.
     directory = Path(path)
     directory.mkdir(parents=True, exist_ok=True)
     # Empty it rather than delete it: it is usually a mount point (emptyDir, tmpfs).
@@ -49,6 +70,12 @@ def on_starting(server: Any) -> None:
             shutil.rmtree(entry)
         else:
             entry.unlink()
+
+
+def on_exit(server: Any) -> None:
+    """Delete the directory on_starting made; one the user configured is left alone."""
+    if _private_metrics_dir:
+        shutil.rmtree(_private_metrics_dir, ignore_errors=True)
 
 
 def child_exit(server: Any, worker: Any) -> None:
