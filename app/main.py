@@ -33,7 +33,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     from app.store.db import configure_db_threads, shutdown_db_threads
 
     limiter = build_limiter(settings)
-    keys = ApiKeys(settings.api_key_list)
+    keys = ApiKeys([key.get_secret_value() for key in settings.api_keys])
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -60,7 +60,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         api.include_router(router)
     # Each add_middleware wraps the previous ones: the last added runs first.
     api.add_middleware(
-        GuardMiddleware, keys=keys, trusted=settings.trusted_proxy_networks, limiter=limiter
+        GuardMiddleware, keys=keys, trusted=settings.trusted_proxies, limiter=limiter
     )
     api.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
     api.add_middleware(ObservabilityMiddleware, routes=[r for rs in routers for r in rs.routes])

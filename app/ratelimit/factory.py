@@ -9,7 +9,7 @@ from app.ratelimit.redis import RedisLimiter, connect
 
 def build_limiter(settings: Settings) -> LocalLimiter | RedisLimiter:
     """Redis when REDIS_URL is set (exact across processes), else in-process."""
-    limit, window = settings.rate_limit_quota
+    limit, window = settings.rate_limit
     local = LocalLimiter(limit, window)
     if not settings.redis_url:
         return local
