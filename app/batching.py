@@ -9,18 +9,26 @@ pass, nothing more. Every caller still gets its own answer or its own error.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Hashable
 from typing import Generic, TypeVar
 
-C = TypeVar("C")  # what one caller asks for
+C = TypeVar("C", bound=Hashable)  # what one caller asks for
 R = TypeVar("R")  # what one caller gets back
 
 Batch = list[tuple[C, "asyncio.Future[R]"]]
 
+# Calls answered together at most, for the database batchers: each size of a read batch is a
+# statement of its own (compiled, and on PostgreSQL prepared, per connection), and a write batch
+# holds its row locks until its one COMMIT.
+MAX_BATCH = 32
+
 
 class LoopPassBatcher(Generic[C, R]):
-    """Collects `submit(call)` of one loop pass and hands them to `_answer` together."""
+    """Collects `submit(call)` of one loop pass and hands them to `_answer` together, in parts
+    of at most `max_batch` distinct calls (None: one part)."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_batch: int | None = None) -> None:
+        self.max_batch = max_batch
         self.batches_answered = 0  # for tests and debugging: round trips started
         self._queued: Batch[C, R] = []
         self._flushes: set[asyncio.Task[None]] = set()  # strong references until they finish
@@ -38,8 +46,15 @@ class LoopPassBatcher(Generic[C, R]):
         raise NotImplementedError
 
     def _split(self, batch: Batch[C, R]) -> list[Batch[C, R]]:
-        """Parts answered separately; one by default."""
-        return [batch]
+        """Parts answered separately; equal calls stay in one part."""
+        if self.max_batch is None or len(batch) <= self.max_batch:
+            return [batch]
+        distinct = list(dict.fromkeys(call for call, _ in batch))
+        parts = []
+        for start in range(0, len(distinct), self.max_batch):
+            members = set(distinct[start : start + self.max_batch])
+            parts.append([(call, future) for call, future in batch if call in members])
+        return parts
 
     def _flush_queued(self) -> None:
         queued, self._queued = self._queued, []

@@ -77,6 +77,7 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(1_048_576, ge=1024, validation_alias="KV_MAX_BODY_BYTES")
 
     db_threads: int = Field(4, ge=1, le=64, validation_alias="KV_DB_THREADS")
+    db_queue_size: int = Field(128, ge=1, le=100_000, validation_alias="KV_DB_QUEUE_SIZE")
     db_timeout: float = Field(5.0, gt=0, le=120, validation_alias="KV_DB_TIMEOUT")
     db_idle_timeout: float = Field(60.0, gt=0, validation_alias="KV_DB_IDLE_TIMEOUT")
     redis_timeout: float = Field(0.05, gt=0, le=5, validation_alias="KV_REDIS_TIMEOUT")

@@ -24,6 +24,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     from app.api import health, items, metrics
     from app.api.guard import GuardMiddleware
+    from app.api.methods import complete_methods
     from app.api.middleware import BodyLimitMiddleware, RequestIdMiddleware
     from app.api.problems import install_problem_handlers
     from app.observability.middleware import ObservabilityMiddleware
@@ -37,7 +38,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        configure_db_threads(settings.db_threads, settings.db_timeout, settings.db_idle_timeout)
+        configure_db_threads(
+            settings.db_threads,
+            settings.db_timeout,
+            settings.db_idle_timeout,
+            settings.db_queue_size,
+        )
         yield
         if isinstance(limiter, RedisLimiter):
             await limiter.close()
@@ -55,6 +61,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     api.state.limiter = limiter
     install_problem_handlers(api)
+    complete_methods(items.router)
     routers = (health.router, items.router, metrics.router)
     for router in routers:
         api.include_router(router)

@@ -13,9 +13,9 @@ def tune_garbage_collector() -> None:
 
     What exists once the app is built (Django, FastAPI, the routes and models) lives as long as
     the process: freezing it takes it out of every later collection, which otherwise scanned
-    it again and again and showed as 70-90 ms p99 spikes under load. Far fewer young-generation
+    it again and again and showed as p99 spikes under load. Far fewer young-generation
     collections cost less again; the older generations keep their ratios, so cyclic garbage is
-    still collected. Measured in loadtests/PERFORMANCE.md.
+    still collected. The figures are in loadtests/PERFORMANCE.md.
     """
     gc.collect()
     gc.freeze()

@@ -171,7 +171,8 @@ def seed_items(database_url: str, count: int) -> float:
             """
             INSERT INTO kv_item (key, value, version, created_at, updated_at)
             SELECT %(prefix)s || lpad(n::text, 7, '0'),
-                   jsonb_build_object('n', n, 'text', repeat('x', 64)), 1, now(), now()
+                   format('{"n":%%s,"text":"%%s"}', n, repeat('x', 64)),  -- the JSON text
+                   1, now(), now()
             FROM generate_series(0, %(count)s - 1) AS n
             """,
             {"prefix": KEY_PREFIX, "count": count},

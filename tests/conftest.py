@@ -42,6 +42,13 @@ _SERVICE_ENV_PREFIXES = (
 )
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Load Django's app registry before test modules import the store's models."""
+    from app.store.setup import setup_django
+
+    setup_django()
+
+
 def port_open(address: tuple[str, int]) -> bool:
     with contextlib.suppress(OSError), socket.create_connection(address, timeout=0.5):
         return True
@@ -146,6 +153,85 @@ def databases(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Databases]:
     dbs = Databases(tmp_path_factory.mktemp("db"))
     yield dbs
     dbs.drop_all()
+
+
+# --------------------------------------------------------------------------- the store in process
+
+
+def use_database(url: str) -> None:
+    """Point this process's Django default database at `url`, for tests of app/store itself.
+
+    The store is then called directly (no HTTP, no server process); each test thread gets its
+    own connection, as each database thread does in the service.
+    """
+    from app.store.setup import setup_django
+
+    setup_django()
+    from django.conf import settings
+    from django.db import connections
+
+    from app.store.databases import database_config
+
+    connections.close_all()
+    with contextlib.suppress(AttributeError):
+        del connections["default"]
+    settings.DATABASES = {"default": database_config(url)}
+    connections._settings = None  # read DATABASES again on the next connection
+    connections.__dict__.pop("settings", None)
+
+
+@pytest.fixture(params=BACKENDS)
+def store_backend(request: pytest.FixtureRequest, databases: Databases) -> Iterator[str]:
+    """The store in this process on each backend's session database; the backend's name."""
+    use_database(databases.url(request.param))
+    yield str(request.param)
+    from django.db import connections
+
+    connections.close_all()
+
+
+@pytest.fixture
+def failing_key(store_backend: str) -> Iterator[str]:
+    """A trigger of the test's own that makes the database refuse any key ending in "boom"."""
+    sql = {
+        "postgres": [
+            "CREATE OR REPLACE FUNCTION kv_test_boom() RETURNS trigger LANGUAGE plpgsql AS"
+            " $$ BEGIN IF NEW.key LIKE '%%boom' THEN RAISE EXCEPTION 'boom'; END IF;"
+            " RETURN NEW; END $$",
+            "CREATE TRIGGER kv_test_boom BEFORE INSERT OR UPDATE ON kv_item"
+            " FOR EACH ROW EXECUTE FUNCTION kv_test_boom()",
+        ],
+        "mariadb": [
+            "CREATE TRIGGER kv_test_boom BEFORE INSERT ON kv_item FOR EACH ROW"
+            " BEGIN IF NEW.`key` LIKE '%%boom' THEN"
+            " SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'boom'; END IF; END",
+        ],
+        "sqlite": [
+            "CREATE TRIGGER kv_test_boom BEFORE INSERT ON kv_item WHEN NEW.key LIKE '%%boom'"
+            " BEGIN SELECT RAISE(ABORT, 'boom'); END",
+        ],
+    }[store_backend]
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        for statement in sql:
+            cursor.execute(statement)
+    yield "boom"
+    with connection.cursor() as cursor:
+        if store_backend == "postgres":
+            cursor.execute("DROP TRIGGER kv_test_boom ON kv_item")
+        else:
+            cursor.execute("DROP TRIGGER kv_test_boom")
+
+
+@pytest.fixture
+def services(store_backend: str) -> Iterator[str]:
+    """The services in this process on each backend, with database threads of their own."""
+    from app.store.db import configure_db_threads, shutdown_db_threads
+
+    configure_db_threads(4, timeout=5.0)
+    yield store_backend
+    shutdown_db_threads()
 
 
 # --------------------------------------------------------------------------- servers

@@ -82,3 +82,12 @@ def test_a_refused_key_is_not_echoed(monkeypatch: pytest.MonkeyPatch) -> None:
     assert "sh0rt-s3cret" not in str(refused.value)
     assert "long-enough-secret-key" not in str(refused.value)
     assert "KV_API_KEYS" in str(refused.value)
+
+
+def test_queue_size_must_be_positive(monkeypatch: pytest.MonkeyPatch) -> None:
+    """KV_DB_QUEUE_SIZE bounds the jobs waiting for a database thread; 0 would refuse all."""
+    monkeypatch.setenv("KV_DB_QUEUE_SIZE", "0")
+    with pytest.raises(ValidationError):
+        _settings()
+    monkeypatch.setenv("KV_DB_QUEUE_SIZE", "7")
+    assert _settings().db_queue_size == 7

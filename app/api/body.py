@@ -2,20 +2,22 @@
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any, TypeVar
 
-import orjson
 from fastapi import Request
 from pydantic import BaseModel, ValidationError
 
+from app import jsontext
 from app.api.problems import ProblemError, validation_error
 
 M = TypeVar("M", bound=BaseModel)
 
 # An escaped NUL that is not itself an escaped backslash followed by "u0000".
-_NUL_ESCAPE = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000")
-# Arrays and objects nest at most this deep in a value: MariaDB's JSON_VALID refuses 32 levels.
+_NUL_ESCAPE = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
+# Arrays and objects nest at most this deep in a value: the limit every version has kept (once
+# MariaDB's JSON column's), so a value stored before is still accepted back.
 MAX_VALUE_DEPTH = 31
 
 
@@ -31,10 +33,13 @@ async def read_json(request: Request, model: type[M]) -> M:
         )
     raw = await request.body()
     try:
-        # orjson refuses invalid UTF-8, NaN, >64-bit integers and nesting deeper than 1024.
-        data = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
+        # Refuses invalid UTF-8, NaN, numbers beyond a double's range and lone surrogates;
+        # integers stay exact whatever their size (app/jsontext.py).
+        data = jsontext.loads(raw)
+    except json.JSONDecodeError as exc:
         raise ProblemError(400, "bad_request", f"body is not valid JSON: {exc.msg}") from exc
+    except jsontext.IntegerTooLong as exc:
+        raise ProblemError(422, "validation_error", f"value: {exc}") from exc
     try:
         return model.model_validate(data)
     except ValidationError as exc:
@@ -42,16 +47,16 @@ async def read_json(request: Request, model: type[M]) -> M:
         raise validation_error([{**e, "loc": ("body", *e["loc"])} for e in errors]) from exc
 
 
-def encode_value(value: Any, max_bytes: int) -> bytes:
-    """The value's canonical JSON; 413 when too large, 422 when too deep or holding a NUL."""
+def encode_value(value: Any, max_bytes: int) -> str:
+    """The value's JSON text, as stored; 413 when too large, 422 when too deep or holding a NUL."""
     too_deep = ProblemError(
         422,
         "validation_error",
         f"value: arrays and objects nest deeper than {MAX_VALUE_DEPTH} levels",
     )
     try:
-        encoded = orjson.dumps(value)
-    except orjson.JSONEncodeError as exc:  # only nesting past orjson's own limit (254) gets here
+        encoded = jsontext.dumps(value)
+    except TypeError as exc:  # only nesting past orjson's own limit (254) gets here
         raise too_deep from exc
     if len(encoded) > max_bytes:
         raise ProblemError(
@@ -62,9 +67,10 @@ def encode_value(value: Any, max_bytes: int) -> bytes:
     # Walked only now, so the walk is bounded by max_bytes.
     if _depth_exceeds(value, MAX_VALUE_DEPTH):
         raise too_deep
-    if _NUL_ESCAPE.search(encoded):
+    text = encoded.decode()
+    if _NUL_ESCAPE.search(text):
         raise ProblemError(422, "validation_error", "value: NUL characters are not allowed")
-    return encoded
+    return text
 
 
 def _depth_exceeds(value: Any, limit: int) -> bool:

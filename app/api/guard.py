@@ -8,10 +8,10 @@ from typing import Protocol
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.api.problems import problem_response
+from app.api.problems import problem_response, unavailable_response
 from app.observability.metrics import RATELIMIT_DECISIONS, labelled
 from app.ratelimit.decision import LimiterUnavailable, RateLimitDecision
-from app.security.identity import ApiKeys, Network, resolve_identity
+from app.security.identity import ApiKeys, Network, attach_identity, resolve_identity
 
 PROTECTED_PREFIX = "/v1"
 
@@ -41,16 +41,11 @@ class GuardMiddleware:
             await self.app(scope, receive, send)
             return
         identity = resolve_identity(scope, self.keys, self.trusted)
-        scope.setdefault("state", {})["client"] = identity
+        attach_identity(scope, identity)
         try:
             decision = await self.limiter.hit(identity.id)
         except LimiterUnavailable:
-            response = problem_response(
-                503,
-                "service_unavailable",
-                "rate limiting is unavailable; retry later",
-                headers={"Retry-After": "1"},
-            )
+            response = unavailable_response("rate limiting is unavailable; retry later")
             await response(scope, receive, send)
             return
         labelled(RATELIMIT_DECISIONS, decision.outcome).inc()

@@ -5,9 +5,10 @@ from __future__ import annotations
 import logging
 import re
 
+from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.api.problems import ProblemError, problem_response
+from app.api.problems import ProblemError, internal_error_response, problem_response
 from app.ids import UniqueIds
 from app.observability.context import request_id_var
 
@@ -27,7 +28,7 @@ class RequestIdMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        supplied = _header(scope, b"x-request-id")
+        supplied = Headers(scope=scope).get("x-request-id")
         request_id = (
             supplied if supplied and _SAFE_REQUEST_ID.match(supplied) else _request_ids.next()
         )
@@ -52,8 +53,7 @@ class RequestIdMiddleware:
             if started:
                 raise
             logger.exception("unhandled error")
-            response = problem_response(500, "internal_error", "an unexpected error occurred")
-            await response(scope, receive, send_with_id)
+            await internal_error_response()(scope, receive, send_with_id)
         finally:
             request_id_var.reset(token)
 
@@ -69,7 +69,7 @@ class BodyLimitMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        declared = _header(scope, b"content-length")
+        declared = Headers(scope=scope).get("content-length")
         if declared is not None and (not declared.isdigit() or int(declared) > self.max_body_bytes):
             response = problem_response(
                 413, "payload_too_large", f"request body exceeds {self.max_body_bytes} bytes"
@@ -94,10 +94,3 @@ class BodyLimitMiddleware:
             return message
 
         await self.app(scope, limited_receive, send)
-
-
-def _header(scope: Scope, name: bytes) -> str | None:
-    for key, value in scope["headers"]:
-        if key == name:
-            return value.decode("latin-1")
-    return None

@@ -15,17 +15,17 @@ from starlette.responses import Response
 
 from app.observability.context import request_id_var
 from app.store.errors import (
+    CommitUnconfirmed,
+    DatabaseBusy,
     DatabaseUnavailable,
-    IdempotencyInProgress,
-    IdempotencyKeyReused,
-    ItemNotFound,
-    KeyExists,
     StoreError,
-    VersionMismatch,
+    TransactionConflict,
 )
 
 PROBLEM_JSON = "application/problem+json"
-DB_RETRY_AFTER_SECONDS = 1
+# What every 503 and 409 idempotency_in_progress asks a client to wait before trying again.
+RETRY_AFTER_SECONDS = 1
+RETRY_AFTER = {"Retry-After": str(RETRY_AFTER_SECONDS)}
 
 logger = logging.getLogger("kvkit.errors")
 
@@ -69,16 +69,20 @@ class ProblemError(Exception):
 
 
 def problem_body(
-    status: int, code: str, detail: str, errors: Sequence[Mapping[str, Any]] | None = None
+    status: int,
+    code: str,
+    detail: str,
+    errors: Sequence[Mapping[str, Any]] | None = None,
+    request_id: str | None = None,
 ) -> bytes:
-    """The problem document, carrying the request id."""
+    """The problem document, carrying the request id (this request's unless given)."""
     body: dict[str, Any] = {
         "type": f"urn:kvkit:problem:{code}",
         "title": TITLES.get(code, "Error"),
         "status": status,
         "detail": detail,
         "code": code,
-        "request_id": request_id_var.get(),
+        "request_id": request_id_var.get() if request_id is None else request_id,
     }
     if errors is not None:
         body["errors"] = list(errors)
@@ -92,49 +96,40 @@ def problem_response(
     *,
     headers: Mapping[str, str] | None = None,
     errors: Sequence[Mapping[str, Any]] | None = None,
+    request_id: str | None = None,
 ) -> Response:
     """A problem+json response."""
     return Response(
-        problem_body(status, code, detail, errors),
+        problem_body(status, code, detail, errors, request_id),
         status,
         headers=dict(headers or {}),
         media_type=PROBLEM_JSON,
     )
 
 
-def store_problem(exc: StoreError) -> ProblemError:
-    """How each deliberate store outcome looks to a client."""
-    if isinstance(exc, ItemNotFound):
-        return ProblemError(404, "not_found", f"no item with key {exc}")
-    if isinstance(exc, KeyExists):
-        return ProblemError(409, "key_exists", f"an item with key {exc} exists already")
-    if isinstance(exc, VersionMismatch):
-        return ProblemError(
-            412,
-            "version_mismatch",
-            f"If-Match does not match the current version {exc.current_version}",
-            headers={"ETag": f'"{exc.current_version}"'},
+def internal_error_response() -> Response:
+    """The 500 for an error nobody expected; the details go to the log, never to the client."""
+    return problem_response(500, "internal_error", "an unexpected error occurred")
+
+
+def unavailable_response(detail: str) -> Response:
+    """A 503 that asks the client to retry after RETRY_AFTER_SECONDS."""
+    return problem_response(503, "service_unavailable", detail, headers=RETRY_AFTER)
+
+
+def store_detail(exc: StoreError) -> str:
+    """What a store failure tells the client: all are 503, each says why."""
+    if isinstance(exc, CommitUnconfirmed):
+        return (
+            "the database did not confirm the commit in time: the write may have been applied;"
+            " retry with the same Idempotency-Key"
         )
-    if isinstance(exc, IdempotencyInProgress):
-        return ProblemError(
-            409,
-            "idempotency_in_progress",
-            "a request with this Idempotency-Key is still being processed; retry shortly",
-            headers={"Retry-After": "1"},
-        )
-    if isinstance(exc, IdempotencyKeyReused):
-        return ProblemError(
-            422,
-            "idempotency_key_reused",
-            "this Idempotency-Key was used for a different request; use a new key",
-        )
+    if isinstance(exc, DatabaseBusy):
+        return "the service is busy; retry later"
+    if isinstance(exc, TransactionConflict):
+        return "the write conflicted with another one and was not applied; retry"
     if isinstance(exc, DatabaseUnavailable):
-        return ProblemError(
-            503,
-            "service_unavailable",
-            "the database is unavailable; retry later",
-            headers={"Retry-After": str(DB_RETRY_AFTER_SECONDS)},
-        )
+        return "the database is unavailable; retry later"
     raise TypeError(f"no problem mapping for {type(exc).__name__}") from exc
 
 
@@ -161,9 +156,9 @@ def install_problem_handlers(app: FastAPI) -> None:
 
     async def on_store_error(_: Request, exc: Exception) -> Response:
         assert isinstance(exc, StoreError)
-        if isinstance(exc, DatabaseUnavailable):
+        if not isinstance(exc, DatabaseBusy):  # shed load is counted, not logged per request
             logger.warning("database unavailable: %s", exc)
-        return await on_problem(_, store_problem(exc))
+        return unavailable_response(store_detail(exc))
 
     async def on_client_disconnect(_: Request, exc: Exception) -> Response:
         # The client hung up before its body was read: nobody receives this answer and the
@@ -174,7 +169,7 @@ def install_problem_handlers(app: FastAPI) -> None:
 
     async def on_unexpected(_: Request, exc: Exception) -> Response:
         logger.error("unhandled error", exc_info=exc)
-        return problem_response(500, "internal_error", "an unexpected error occurred")
+        return internal_error_response()
 
     app.add_exception_handler(ProblemError, on_problem)
     app.add_exception_handler(StarletteHTTPException, on_http)

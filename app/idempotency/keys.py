@@ -9,6 +9,8 @@ from typing import Any
 
 import orjson
 
+from app import jsontext
+
 _VALID_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
 
 
@@ -35,7 +37,7 @@ def parse_idempotency_key(header: str | None) -> str | None:
 
 def fingerprint(method: str, path: str, body: Any, if_match: str | None) -> str:
     """Method, path, canonical JSON body (sorted keys) and precondition, hashed."""
-    canonical = orjson.dumps(body, option=orjson.OPT_SORT_KEYS)
+    canonical = jsontext.dumps(body, option=orjson.OPT_SORT_KEYS)
     digest = hashlib.sha256()
     for part in (method.encode(), path.encode(), canonical, (if_match or "").encode()):
         digest.update(len(part).to_bytes(8, "big"))

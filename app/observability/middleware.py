@@ -10,6 +10,7 @@ from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.observability.metrics import HTTP_DURATION, HTTP_IN_FLIGHT, HTTP_REQUESTS, labelled
+from app.security.identity import identity_of
 
 access_logger = logging.getLogger("kvkit.access")
 
@@ -81,9 +82,8 @@ class ObservabilityMiddleware:
 
 def client_of(scope: Scope) -> str:
     """The identity the rate limiter used (`ip:...` or a hashed `key:...`), else the peer."""
-    identity = scope.get("state", {}).get("client")
-    identity_id = getattr(identity, "id", None)
-    if isinstance(identity_id, str):
-        return identity_id
+    identity = identity_of(scope)
+    if identity is not None:
+        return identity.id
     peer = scope.get("client")
     return str(peer[0]) if peer else "unknown"

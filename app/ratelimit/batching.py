@@ -6,7 +6,6 @@ machinery every time; one pipeline (no MULTI: each script is atomic on its own) 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 from redis.asyncio import Redis
@@ -16,7 +15,7 @@ from app.batching import LoopPassBatcher
 from app.observability.metrics import observe_redis
 
 
-class ScriptBatcher(LoopPassBatcher[Sequence[Any], Any]):
+class ScriptBatcher(LoopPassBatcher[tuple[Any, ...], Any]):
     """Runs one Lua script for many callers, a pipeline per event-loop pass."""
 
     def __init__(self, redis: Redis, script: str, sha: str) -> None:
@@ -29,7 +28,7 @@ class ScriptBatcher(LoopPassBatcher[Sequence[Any], Any]):
         """The script's reply for KEYS[1]=key, ARGV=args; raises what Redis or the socket raised."""
         return await self.submit((key, *args))
 
-    async def _answer(self, calls: list[Sequence[Any]]) -> list[Any]:
+    async def _answer(self, calls: list[tuple[Any, ...]]) -> list[Any]:
         replies = await self._pipeline(calls)
         lost = [n for n, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
         if lost:  # Redis restarted or was flushed: load the script once, rerun those calls
@@ -39,7 +38,7 @@ class ScriptBatcher(LoopPassBatcher[Sequence[Any], Any]):
                 replies[n] = reply
         return replies
 
-    async def _pipeline(self, calls: list[Sequence[Any]]) -> list[Any]:
+    async def _pipeline(self, calls: list[tuple[Any, ...]]) -> list[Any]:
         """One round trip; timed and counted once, as `evalsha`, however many calls it carries."""
         with observe_redis("evalsha"):
             if len(calls) == 1:  # a pipeline object costs more than the one command it carries

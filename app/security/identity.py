@@ -8,6 +8,7 @@ import ipaddress
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from starlette.datastructures import Headers
 from starlette.types import Scope
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -45,14 +46,11 @@ class ApiKeys:
 
 def presented_key(scope: Scope) -> str | None:
     """The key from `Authorization: Bearer <key>` or `X-API-Key`."""
-    for name, value in scope["headers"]:
-        if name == b"authorization":
-            scheme, _, token = value.decode("latin-1").partition(" ")
-            if scheme.lower() == "bearer" and token.strip():
-                return token.strip()
-        elif name == b"x-api-key" and value.strip():
-            return value.decode("latin-1").strip()
-    return None
+    headers = Headers(scope=scope)
+    scheme, _, token = headers.get("authorization", "").partition(" ")
+    if scheme.lower() == "bearer" and token.strip():
+        return token.strip()
+    return headers.get("x-api-key", "").strip() or None
 
 
 def client_address(scope: Scope, trusted: Sequence[Network]) -> str:
@@ -66,9 +64,8 @@ def client_address(scope: Scope, trusted: Sequence[Network]) -> str:
         return peer
     forwarded = [
         part.strip()
-        for name, value in scope["headers"]
-        if name == b"x-forwarded-for"
-        for part in value.decode("latin-1").split(",")
+        for value in Headers(scope=scope).getlist("x-forwarded-for")
+        for part in value.split(",")
     ]
     current = peer
     for hop in reversed(forwarded):
@@ -97,8 +94,13 @@ def resolve_identity(scope: Scope, keys: ApiKeys, trusted: Sequence[Network]) ->
     return ClientIdentity("ip:" + client_address(scope, trusted), False)
 
 
-def identity_of(scope: Scope) -> ClientIdentity:
-    """The identity GuardMiddleware attached to this request."""
-    identity = scope.get("state", {}).get("client")
-    assert isinstance(identity, ClientIdentity), "GuardMiddleware must run first"
-    return identity
+def attach_identity(scope: Scope, identity: ClientIdentity) -> None:
+    """Record who is calling, once, where every later layer reads it (as Starlette's
+    AuthenticationMiddleware does)."""
+    scope["user"] = identity
+
+
+def identity_of(scope: Scope) -> ClientIdentity | None:
+    """Who is calling, as GuardMiddleware resolved it; None outside /v1."""
+    identity = scope.get("user")
+    return identity if isinstance(identity, ClientIdentity) else None

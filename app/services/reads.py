@@ -9,42 +9,25 @@ so a write that finished before the read began is always seen (tests/services/te
 
 from __future__ import annotations
 
-from app.batching import Batch, LoopPassBatcher
-from app.store import items as store
-from app.store.db import run_db
-from app.store.errors import ItemNotFound
-from app.store.items import ItemRecord
-
-# Each batch size is its own compiled (and, on PostgreSQL, prepared) statement per thread.
-MAX_BATCH = 32
+from app.batching import MAX_BATCH, LoopPassBatcher
+from app.store import access
+from app.store.records import ItemRecord
 
 
-class ReadBatcher(LoopPassBatcher[str, ItemRecord]):
+class ReadBatcher(LoopPassBatcher[str, ItemRecord | None]):
     """Answers `get(key)` calls of one loop pass with `key IN (...)` queries."""
 
     def __init__(self, max_batch: int = MAX_BATCH) -> None:
-        super().__init__()
-        self.max_batch = max_batch
+        super().__init__(max_batch)
 
-    async def get(self, key: str) -> ItemRecord:
+    async def get(self, key: str) -> ItemRecord | None:
+        """The item, or None when no item has that key."""
         return await self.submit(key)
 
-    def _split(self, batch: Batch[str, ItemRecord]) -> list[Batch[str, ItemRecord]]:
-        """Parts of at most `max_batch` distinct keys; a repeated key stays in one part."""
-        keys = list(dict.fromkeys(key for key, _ in batch))
-        parts = []
-        for start in range(0, len(keys), self.max_batch):
-            members = set(keys[start : start + self.max_batch])
-            parts.append([(key, future) for key, future in batch if key in members])
-        return parts
-
-    async def _answer(self, calls: list[str]) -> list[ItemRecord | Exception]:
+    async def _answer(self, calls: list[str]) -> list[ItemRecord | Exception | None]:
         keys = list(dict.fromkeys(calls))
         if len(keys) == 1:
-            try:
-                found = {keys[0]: await run_db(store.get_item, keys[0])}
-            except ItemNotFound:
-                found = {}
+            found = {keys[0]: await access.read_item(keys[0])}
         else:
-            found = await run_db(store.get_items, keys)
-        return [found.get(key) or ItemNotFound(key) for key in calls]
+            found = dict(await access.read_items(keys))
+        return [found.get(key) for key in calls]

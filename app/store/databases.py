@@ -2,49 +2,28 @@
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import dj_database_url
 
 from app.config import get_settings
+from app.store import dialects
+
+_VENDORS = {"postgresql": "postgresql", "mysql": "mysql", "sqlite3": "sqlite"}
 
 
-def database_config() -> dict[str, Any]:
-    """Connection settings with bounded connect and statement times, so a sick database answers
-    503 in time instead of hanging requests."""
+def database_config(url: str | None = None) -> dict[str, Any]:
+    """Connection settings for `url` (default DATABASE_URL) with bounded connect and statement
+    times, so a sick database answers 503 in time instead of hanging requests."""
     settings = get_settings()
-    config: dict[str, Any] = dict(dj_database_url.parse(settings.database_url))
-    engine = config["ENGINE"]
-    timeout = settings.db_timeout
-    options: dict[str, Any] = dict(config.get("OPTIONS") or {})
-    if engine.endswith("postgresql"):
-        options.setdefault("application_name", "kvkit")
-        options.update(
-            connect_timeout=max(1, math.ceil(timeout)),
-            options=f"-c statement_timeout={int(timeout * 1000)}"
-            f" -c lock_timeout={int(timeout * 1000)}",
-            # Server-side binding, so queries a connection repeats become prepared statements.
-            server_side_binding=True,
-            prepare_threshold=5,
-        )
-    elif engine.endswith("mysql"):
+    config: dict[str, Any] = dict(dj_database_url.parse(url or settings.database_url))
+    engine = config["ENGINE"].rsplit(".", 1)[-1]
+    if engine not in _VENDORS:
+        raise ValueError(f"DATABASE_URL: unsupported backend {config['ENGINE']}")
+    if engine == "mysql":
         _use_pymysql()
-        options.update(
-            charset="utf8mb4",
-            connect_timeout=max(1, math.ceil(timeout)),
-            read_timeout=max(1, math.ceil(timeout)),
-            write_timeout=max(1, math.ceil(timeout)),
-            isolation_level="read committed",
-            init_command=f"SET SESSION innodb_lock_wait_timeout={max(1, math.ceil(timeout))}",
-        )
-    elif engine.endswith("sqlite3"):
-        options.update(
-            timeout=timeout,
-            transaction_mode="IMMEDIATE",
-            init_command="PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
-        )
-    config["OPTIONS"] = options
+    dialect = dialects.for_vendor(_VENDORS[engine])
+    config["OPTIONS"] = dialect.connection_options(settings.db_timeout, config.get("OPTIONS") or {})
     # Each database thread keeps its connection; it is closed when the thread idles (run_db).
     config["CONN_MAX_AGE"] = None
     config["CONN_HEALTH_CHECKS"] = False  # run_db drops broken connections after errors itself

@@ -7,8 +7,7 @@ from typing import Any
 from django.db import models
 from django.db.backends.base.base import BaseDatabaseWrapper
 
-# Byte-wise collations: "a" and "A" are different keys, ordering is by code point everywhere.
-BINARY_COLLATIONS = {"postgresql": "C", "mysql": "utf8mb4_bin", "sqlite": "BINARY"}
+from app.store import dialects
 
 
 class BinaryCharField(models.CharField):
@@ -16,5 +15,5 @@ class BinaryCharField(models.CharField):
 
     def db_parameters(self, connection: BaseDatabaseWrapper) -> dict[str, Any]:
         params = super().db_parameters(connection)
-        params["collation"] = BINARY_COLLATIONS.get(connection.vendor)
+        params["collation"] = dialects.for_vendor(connection.vendor).binary_collation
         return params

@@ -13,7 +13,9 @@ class Item(models.Model):
     """One stored value; `version` counts writes and backs ETag/If-Match."""
 
     key = BinaryCharField(primary_key=True, max_length=KEY_MAX_LENGTH)
-    value = models.JSONField()
+    # The value's JSON text as the API encoded it: returned as stored, never parsed again, so no
+    # backend's JSON type can change a number (jsonb has no -0.0 and prints 1e300 in full).
+    value = models.TextField()
     version = models.BigIntegerField(default=1)
     created_at = models.DateTimeField()
     updated_at = models.DateTimeField()
@@ -24,15 +26,20 @@ class Item(models.Model):
 
 
 class IdempotencyRecord(models.Model):
-    """The stored outcome of a request sent with an Idempotency-Key, written in the same
-    transaction as the item write it describes."""
+    """The outcome of a write sent with an Idempotency-Key, committed in the same transaction as
+    the write; a replay is rendered from it exactly as the first answer was."""
 
     client = models.CharField(max_length=64)
     key = BinaryCharField(max_length=255)
     fingerprint = models.CharField(max_length=64)
-    status = models.PositiveSmallIntegerField()
-    body = models.BinaryField()
-    headers = models.JSONField(default=dict)
+    outcome = models.CharField(max_length=32)  # an app.store.writes.Status
+    item_key = BinaryCharField(max_length=KEY_MAX_LENGTH)
+    # The item's version after the write, or its current version when If-Match did not match.
+    version = models.BigIntegerField(null=True)
+    value = models.TextField(null=True)  # the JSON text written, for a create or an update
+    item_created_at = models.DateTimeField(null=True)
+    item_updated_at = models.DateTimeField(null=True)
+    request_id = models.CharField(max_length=128)  # the first request's, as its answer carried it
     created_at = models.DateTimeField()
     expires_at = models.DateTimeField(db_index=True)
 

@@ -88,7 +88,7 @@ def test_postgres_stopped_then_restarted(
     assert client.put(f"/v1/items/{key}", json={"value": 2}).json()["version"] == 2
     with private_postgres.connect() as conn:
         row = conn.execute("SELECT value, version FROM kv_item WHERE key = %s", [key]).fetchone()
-    assert row == (2, 2)
+    assert row == ("2", 2)  # the value's JSON text
     assert client.get("/readyz").status_code == 200
     print(f"\nslowest 503 {slowest:.2f}s; recovered {recovered_after:.1f}s after restart")
     assert_clean_log(server.log())

@@ -10,6 +10,7 @@ version, a missing key or another value.
 from __future__ import annotations
 
 import collections
+import json
 import random
 import threading
 import time
@@ -191,7 +192,8 @@ def stored_items(database_url: str, keyspace: str) -> dict[str, tuple[Any, int]]
         rows = conn.execute(
             "SELECT key, value, version FROM kv_item WHERE starts_with(key, %s)", [keyspace]
         ).fetchall()
-    return {key: (value, version) for key, value, version in rows}
+    # The column holds each value's JSON text.
+    return {key: (json.loads(value), version) for key, value, version in rows}
 
 
 def audit(ledger: Ledger, stored: dict[str, tuple[Any, int]]) -> Audit:

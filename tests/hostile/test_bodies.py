@@ -114,9 +114,9 @@ def test_value_nested_deeper_than_31_is_422(wire: Wire, keyspace: str, depth: in
     wire.request("GET", f"/v1/items/{key}").problem(404, "not_found")
 
 
-@pytest.mark.parametrize("literal", [b"1e400", b"-1e400", b"1" + b"0" * 400])
+@pytest.mark.parametrize("literal", [b"1e400", b"-1e400", b"1.5e309"])
 def test_numbers_beyond_double_range_are_400(wire: Wire, literal: bytes) -> None:
-    """A number too large for a double is 400, not infinity."""
+    """A number with a fraction or exponent too large for a double is 400, not infinity."""
     body = b'{"key": "inf", "value": %s}' % literal
     wire.request("POST", "/v1/items", JSON, body).problem(400, "bad_request")
 
@@ -124,7 +124,6 @@ def test_numbers_beyond_double_range_are_400(wire: Wire, literal: bytes) -> None
 @pytest.mark.parametrize(
     ("literal", "expected"),
     [
-        (b"%d" % 2**70, float(2**70)),
         (b"1e20", 1e20),
         (b"-1.5e300", -1.5e300),
         (b"%d" % (2**64 - 1), 2**64 - 1),
@@ -132,19 +131,17 @@ def test_numbers_beyond_double_range_are_400(wire: Wire, literal: bytes) -> None
         (b"-0", 0),
         (b"1e-400", 0.0),
     ],
-    ids=["2**70", "1e20", "-1.5e300", "u64-max", "i64-min", "-0", "1e-400"],
+    ids=["1e20", "-1.5e300", "u64-max", "i64-min", "-0", "1e-400"],
 )
 def test_huge_and_tiny_numbers_read_back_as_written(
     wire: Wire, keyspace: str, literal: bytes, expected: float
 ) -> None:
-    """A number reads back, alone and in a page, as the value its create answered with."""
-    # Integers wider than 64 bits become the nearest double, as in most JSON parsers; PostgreSQL's
-    # jsonb prints large doubles as long integers, which must still read back.
+    """A number reads back, alone and in a page, as the value its create answered with, of the
+    same type (tests/api/test_values.py holds the exact cases)."""
     key = keyspace + "num"
     created = _create(wire, b'{"key": "%s", "value": %s}' % (key.encode(), literal))
-    assert created["value"] == expected
-    assert _read(wire, key) == expected
-    assert _listed(wire, key) == expected
+    for value in (created["value"], _read(wire, key), _listed(wire, key)):
+        assert (type(value), value) == (type(expected), expected)
 
 
 @pytest.mark.parametrize(

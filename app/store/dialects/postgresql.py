@@ -1,0 +1,184 @@
+"""PostgreSQL (psycopg 3): SQLSTATE codes, advisory locks, and statements for many rows at once."""
+
+from __future__ import annotations
+
+import math
+import zlib
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from functools import cache
+from typing import Any
+
+from django.db import DatabaseError, InterfaceError, connection
+from django.db.models import Model
+from django.db.models.constants import OnConflict
+
+from app.store.compiled import column_of, field_of
+from app.store.dialects.base import Dialect, ErrorKind
+
+_TIMEOUTS = {"57014", "55P03"}  # query_canceled (statement_timeout), lock_not_available
+_CONFLICTS = {"40P01", "40001", "23505"}  # deadlock, serialization failure, unique violation
+# admin_shutdown, crash_shutdown, cannot_connect_now, too_many_connections,
+# idle_in_transaction_session_timeout
+_UNAVAILABLE = {"57P01", "57P02", "57P03", "53300", "25P03"}
+# The session-level advisory lock `migrate` holds (the id every kvkit version has used).
+_MIGRATION_LOCK = zlib.crc32(b"kvkit-migrate")
+
+
+def _sqlstate(exc: BaseException) -> str | None:
+    cause = exc.__cause__ if exc.__cause__ is not None else exc
+    state = getattr(cause, "sqlstate", None)
+    return state if isinstance(state, str) else None
+
+
+def _number(lock: bytes) -> int:
+    return int.from_bytes(lock, "big", signed=True)
+
+
+class PostgreSQL(Dialect):
+    vendor = "postgresql"
+    binary_collation = "C"
+    has_batch_statements = True
+    insert_conflict = OnConflict.IGNORE
+
+    def connection_options(self, timeout: float, given: Mapping[str, Any]) -> dict[str, Any]:
+        millis = int(timeout * 1000)
+        return {
+            "application_name": "kvkit",
+            **given,
+            "connect_timeout": max(1, math.ceil(timeout)),
+            "options": f"-c statement_timeout={millis} -c lock_timeout={millis}",
+            # Server-side binding, so queries a connection repeats become prepared statements.
+            "server_side_binding": True,
+            "prepare_threshold": 5,
+        }
+
+    def classify(self, exc: DatabaseError) -> ErrorKind:
+        state = _sqlstate(exc)
+        if state in _TIMEOUTS:
+            return ErrorKind.TIMEOUT
+        if state in _CONFLICTS:
+            return ErrorKind.CONFLICT
+        # No SQLSTATE: the driver lost or never had a connection (class 08 when it has one).
+        if isinstance(exc, InterfaceError) or state is None or state.startswith("08"):
+            return ErrorKind.UNAVAILABLE
+        return ErrorKind.UNAVAILABLE if state in _UNAVAILABLE else ErrorKind.OTHER
+
+    def update_returns_rows(self) -> bool:
+        return True
+
+    def try_lock_claims(self, cursor: Any, ids: Sequence[bytes]) -> list[bool]:
+        # Transaction-scoped: released by the COMMIT or ROLLBACK, never held past either.
+        # An array, not a placeholder per lock: one text for any number, prepared once.
+        cursor.execute(
+            "SELECT pg_try_advisory_xact_lock(n) FROM unnest(%b::bigint[])"
+            " WITH ORDINALITY AS l (n, position) ORDER BY position",
+            [[_number(lock) for lock in ids]],
+        )
+        return [bool(row[0]) for row in cursor.fetchall()]
+
+    @contextmanager
+    def migration_lock(self, cursor: Any) -> Iterator[None]:
+        cursor.execute("SELECT pg_advisory_lock(%s)", [_MIGRATION_LOCK])
+        try:
+            yield
+        finally:
+            cursor.execute("SELECT pg_advisory_unlock(%s)", [_MIGRATION_LOCK])
+
+    # ----------------------------------------------------------------- many rows, one statement
+
+    def execute_unprepared(self, cursor: Any, sql: str, params: Sequence[Any]) -> None:
+        """Run `sql` without making it a prepared statement, so the server plans it for the
+        tables as they are now."""
+        with cursor.db.wrap_database_errors:
+            cursor.cursor.execute(sql, params, prepare=False)
+
+    def insert_many_sql(
+        self,
+        model: type[Model],
+        columns: tuple[str, ...],
+        constant: tuple[str, ...],
+        *,
+        skip_taken: bool,
+    ) -> str:
+        """INSERT ... SELECT FROM unnest(arrays): `columns` are field names bound as one array
+        each, `constant` field names bound once for every row. Parameters: the constants, then
+        the arrays. With `skip_taken`, a row whose key is taken is skipped (ON CONFLICT DO
+        NOTHING), and the statement returns the first column of the rows it inserted.
+        """
+        return _insert_many_sql(model, columns, constant, skip_taken)
+
+    def update_many_sql(self, model: type[Model], returning: tuple[str, ...]) -> str:
+        """UPDATE of rows given as arrays of (key, value, expected version or NULL).
+
+        Parameters: updated_at, then the key, value and expected-version arrays.
+        """
+        return _update_many_sql(model, returning)
+
+    def rows_by_pair_sql(
+        self, model: type[Model], pair: tuple[str, str], columns: tuple[str, ...]
+    ) -> str:
+        """SELECT `columns` of the rows whose two `pair` fields match two arrays, element-wise."""
+        return _rows_by_pair_sql(model, pair, columns)
+
+
+def _column(model: type[Model], name: str) -> str:
+    return column_of(model, name)
+
+
+def _db_type(model: type[Model], name: str) -> str:
+    return str(field_of(model, name).db_type(connection))
+
+
+# The texts below hold only quoted names and types taken from the model; every value is a bound
+# parameter. %b sends an array in binary: in text form the driver quotes and escapes every
+# element. One text serves any number of rows, so the server prepares each once.
+
+
+@cache
+def _insert_many_sql(
+    model: type[Model], columns: tuple[str, ...], constant: tuple[str, ...], skip_taken: bool
+) -> str:
+    table = connection.ops.quote_name(model._meta.db_table)
+    targets = ", ".join(_column(model, name) for name in (*constant, *columns))
+    picked = [f"%s::{_db_type(model, name)}" for name in constant]
+    picked += [f"u.c{n}" for n in range(len(columns))]
+    arrays = ", ".join(f"%b::{_db_type(model, name)}[]" for name in columns)
+    names = ", ".join(f"c{n}" for n in range(len(columns)))
+    sql = (
+        f"INSERT INTO {table} ({targets}) SELECT {', '.join(picked)}"  # noqa: S608  # nosec B608
+        f" FROM unnest({arrays}) AS u ({names})"
+    )
+    if skip_taken:
+        sql += f" ON CONFLICT DO NOTHING RETURNING {_column(model, columns[0])}"
+    return sql
+
+
+@cache
+def _update_many_sql(model: type[Model], returning: tuple[str, ...]) -> str:
+    table = connection.ops.quote_name(model._meta.db_table)
+    key, value, version, updated = (
+        _column(model, name) for name in ("key", "value", "version", "updated_at")
+    )
+    types = [_db_type(model, name) for name in ("key", "value", "version")]
+    result = ", ".join(f"t.{_column(model, name)}" for name in returning)
+    # The rows are updated in the order of the arrays (a nested loop), which callers sort by key.
+    return (
+        f"UPDATE {table} AS t SET {value} = v.value, {version} = t.{version} + 1,"  # noqa: S608  # nosec B608
+        f" {updated} = %s FROM unnest(%b::{types[0]}[], %b::{types[1]}[], %b::{types[2]}[])"
+        f" AS v (key, value, expected)"
+        f" WHERE t.{key} = v.key AND (v.expected IS NULL OR t.{version} = v.expected)"
+        f" RETURNING {result}"
+    )
+
+
+@cache
+def _rows_by_pair_sql(model: type[Model], pair: tuple[str, str], columns: tuple[str, ...]) -> str:
+    table = connection.ops.quote_name(model._meta.db_table)
+    first, second = (_column(model, name) for name in pair)
+    types = [_db_type(model, name) for name in pair]
+    selected = ", ".join(f"r.{_column(model, name)}" for name in columns)
+    return (
+        f"SELECT {selected} FROM unnest(%b::{types[0]}[], %b::{types[1]}[])"  # noqa: S608  # nosec B608
+        f" AS p (a, b) JOIN {table} AS r ON r.{first} = p.a AND r.{second} = p.b"
+    )
