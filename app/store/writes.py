@@ -8,7 +8,8 @@ MariaDB an INSERT that fails alone), and an Idempotency-Key held elsewhere witho
 
 Anything else that fails (a deadlock, a constraint, a bug) rolls the whole transaction back and
 propagates; nothing any write did is kept. A lost connection or a timeout does the same, so
-every write of the transaction fails alike and none is half done.
+every write of the transaction fails alike and none is half done; only a connection lost during
+the COMMIT itself leaves the outcome unknown, and says so (CommitUnconfirmed).
 
 Rows are written in key order, so two transactions never wait on each other in a cycle. On
 PostgreSQL, creates (or updates) of distinct keys go to the server as one statement, and their
@@ -22,12 +23,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from django.db import transaction
+from django.db import DatabaseError, transaction
 from django.utils import timezone
 
 from app.observability.metrics import DB_WRITES, labelled
 from app.store import dialects, idempotency, items
 from app.store.db import claim_commit
+from app.store.dialects import ErrorKind
+from app.store.errors import CommitUnconfirmed
 from app.store.records import ItemRecord, Outcome, Status, Write, WriteKind
 
 
@@ -37,6 +40,7 @@ def execute(writes: Sequence[Write]) -> list[Outcome]:
     order = sorted(range(len(writes)), key=lambda n: writes[n].key)  # row locks in key order
     ordered = [writes[n] for n in order]
     held = idempotency.HeldLocks()
+    committing = False
     try:
         with transaction.atomic():
             kind = _one_statement_kind(ordered)
@@ -45,14 +49,18 @@ def execute(writes: Sequence[Write]) -> list[Outcome]:
             else:
                 outcomes = _execute_together(kind, ordered, now)
             claim_commit()  # the caller is still waiting: from here on the COMMIT is its answer
+            committing = True
+    except DatabaseError as exc:
+        # A connection lost during the COMMIT leaves it unknown whether the server committed.
+        if committing and dialects.current().classify(exc) is ErrorKind.UNAVAILABLE:
+            raise CommitUnconfirmed(f"the connection was lost during COMMIT: {exc}") from exc
+        raise
     finally:
         held.release()
     path = "alone" if len(writes) == 1 else "shared" if kind is None else "one_statement"
     labelled(DB_WRITES, path).inc(len(writes))
-    answers: list[Outcome] = [outcomes[0]] * len(writes)
-    for n, outcome in zip(order, outcomes, strict=True):
-        answers[n] = outcome
-    return answers
+    by_position = dict(zip(order, outcomes, strict=True))
+    return [by_position[n] for n in range(len(writes))]
 
 
 def _in_context(write: Write, held: idempotency.HeldLocks, now: datetime) -> Outcome:

@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import Callable
 from datetime import UTC, datetime
 
+import psycopg
 import pytest
 from django.db import DatabaseError, connection, transaction
 from prometheus_client import REGISTRY
 
 from app.store import items, writes
 from app.store.db import DatabaseThreads
-from app.store.errors import DatabaseUnavailable
+from app.store.errors import CommitUnconfirmed, DatabaseUnavailable
 from app.store.records import Outcome, Status, Write, WriteKind
+from tests.conftest import Databases, mariadb_connection, use_database
 
 CREATE, UPDATE, DELETE = WriteKind.CREATE, WriteKind.UPDATE, WriteKind.DELETE
 
@@ -174,3 +177,47 @@ def test_a_write_answered_before_its_commit_is_rolled_back(
         pool.shutdown()
     record = items.get_item(key)
     assert record is not None and (record.value, record.version) == ("0", 1)
+
+
+@pytest.mark.parametrize("backend", ["postgres", "mariadb"])
+def test_a_connection_lost_at_commit_is_reported_as_unconfirmed(
+    databases: Databases, keyspace: str, backend: str
+) -> None:
+    """Killed between its last statement and its COMMIT, a write cannot know its outcome and
+    says so, instead of a 503 that would claim nothing was applied."""
+    use_database(databases.url(backend))
+    key = keyspace + "cut"
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pg_backend_pid()" if backend == "postgres" else "SELECT CONNECTION_ID()"
+        )
+        session = cursor.fetchone()[0]
+    killer = _admin(backend, databases.url(backend))
+
+    def kill_after_insert(execute, sql, params, many, context):  # type: ignore[no-untyped-def]
+        result = execute(sql, params, many, context)
+        if sql.lstrip().upper().startswith("INSERT"):
+            killer(session)  # the INSERT is done; the COMMIT will find the session gone
+        return result
+
+    with pytest.raises(CommitUnconfirmed), connection.execute_wrapper(kill_after_insert):
+        writes.execute([Write(CREATE, key, "1")])
+    connection.close()
+    assert items.get_item(key) is None  # here the server had not committed: the outcome was open
+
+
+def _admin(backend: str, url: str) -> Callable[[int], None]:
+    """A function that ends a database session from a connection of the test's own."""
+    if backend == "postgres":
+
+        def terminate(pid: int) -> None:
+            with psycopg.connect(url, autocommit=True) as admin:
+                admin.execute("SELECT pg_terminate_backend(%s)", [pid])
+
+        return terminate
+
+    def kill(connection_id: int) -> None:
+        with mariadb_connection() as admin, admin.cursor() as cursor:
+            cursor.execute("KILL CONNECTION %s", [connection_id])
+
+    return kill
