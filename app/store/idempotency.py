@@ -63,7 +63,7 @@ INSERT = Statement(_insert)
 
 
 class HeldLocks:
-    """Claim locks this transaction took, for the dialects whose locks outlive it."""
+    """Claim locks a transaction took that outlive it (MariaDB/MySQL named locks)."""
 
     def __init__(self) -> None:
         self.ids: list[bytes] = []
@@ -85,12 +85,14 @@ class HeldLocks:
 def claim(write: Write, held: HeldLocks, now: datetime) -> Outcome | None:
     """What the write's Idempotency-Key decides before it runs; None means "run it"."""
     assert write.claim is not None
+    dialect = dialects.current()
     lock = lock_id(write.claim.client, write.claim.key)
     with connection.cursor() as cursor:
-        [locked] = dialects.current().try_lock_claims(cursor, [lock])
+        [locked] = dialect.try_lock_claims(cursor, [lock])
     if not locked:
         return Outcome(Status.IN_PROGRESS, write.key)
-    held.ids.append(lock)
+    if dialect.claim_locks_outlive_transactions:
+        held.ids.append(lock)
     rows = FIND.rows({"client": write.claim.client, "key": write.claim.key})
     return _decided(write, rows[0] if rows else None, now)
 

@@ -61,3 +61,61 @@ def test_concurrent_migrations_all_succeed(backend: str, tmp_path: Path) -> None
         else:
             with mariadb_connection() as conn, conn.cursor() as cursor:
                 cursor.execute(f"DROP DATABASE IF EXISTS `{name}`")
+
+
+def test_migration_0003_keeps_values_and_records_past_the_request_timeout(tmp_path: Path) -> None:
+    """Upgrading a populated PostgreSQL database: the rewrite of kv_item takes longer than
+    KV_DB_TIMEOUT and still succeeds; values keep their text and a stored response becomes an
+    outcome that replays the same answer."""
+    require(POSTGRES, "PostgreSQL")
+    name = f"kvkit_mig_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(_ADMIN, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    url = f"postgres://postgres@127.0.0.1:5432/{name}"
+    to_0002 = (
+        "from app.store.setup import setup_django; setup_django();"
+        "from django.core.management import call_command;"
+        "call_command('migrate', 'kvstore', '0002', verbosity=0)"
+    )
+    body = b'{"key":"k1","value":{"n":1.5},"version":1,"created_at":"2026-01-02T03:04:05.000006Z"'
+    body += b',"updated_at":"2026-01-02T03:04:05.000006Z"}'
+    try:
+        subprocess.run(
+            [sys.executable, "-c", to_0002],
+            cwd=tmp_path,
+            env=service_env(DATABASE_URL=url),
+            check=True,
+            timeout=120,
+        )
+        with psycopg.connect(f"host=127.0.0.1 port=5432 user=postgres dbname={name}") as conn:
+            conn.execute(
+                "INSERT INTO kv_item (key, value, version, created_at, updated_at)"
+                " SELECT 'k' || n, jsonb_build_object('n', n, 'pad', repeat('x', 100)), 1,"
+                " now(), now() FROM generate_series(1, 300000) AS n"
+            )
+            conn.execute(
+                "INSERT INTO kv_idempotency (client, key, fingerprint, status, body, headers,"
+                " created_at, expires_at) VALUES ('c', 'idem', 'f', 201, %s, '{}', now(),"
+                " now() + interval '1 day')",
+                [body],
+            )
+        result = subprocess.run(
+            [sys.executable, "-m", "app", "migrate"],
+            cwd=tmp_path,
+            env=service_env(DATABASE_URL=url, KV_DB_TIMEOUT="0.05"),
+            capture_output=True,
+            timeout=300,
+        )
+        assert result.returncode == 0, result.stdout.decode() + result.stderr.decode()
+        with psycopg.connect(f"host=127.0.0.1 port=5432 user=postgres dbname={name}") as conn:
+            value = conn.execute("SELECT value FROM kv_item WHERE key = 'k7'").fetchone()
+            count = conn.execute("SELECT count(*) FROM kv_item").fetchone()
+            record = conn.execute(
+                "SELECT outcome, item_key, version, value FROM kv_idempotency WHERE key = 'idem'"
+            ).fetchone()
+        assert value == ('{"n": 7, "pad": "' + "x" * 100 + '"}',)
+        assert count == (300000,)
+        assert record == ("created", "k1", 1, '{"n":1.5}')
+    finally:
+        with psycopg.connect(_ADMIN, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

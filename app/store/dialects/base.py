@@ -38,6 +38,8 @@ class Dialect:
     # How an INSERT meets a taken primary key: IGNORE where that skips the row and nothing else
     # (the row count then tells), None where the INSERT fails with `is_duplicate_key`.
     insert_conflict: ClassVar[OnConflict | None] = None
+    # Idempotency-Key locks outlive the transaction that took them (release_claims ends them).
+    claim_locks_outlive_transactions: ClassVar[bool] = False
 
     def connection_options(self, timeout: float, given: Mapping[str, Any]) -> dict[str, Any]:
         """Django OPTIONS: those `given` in DATABASE_URL, with connecting and every statement

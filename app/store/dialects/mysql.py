@@ -34,6 +34,7 @@ def _lock_name(lock: bytes) -> str:
 class MySQL(Dialect):
     vendor = "mysql"
     binary_collation = "utf8mb4_bin"
+    claim_locks_outlive_transactions = True
 
     def connection_options(self, timeout: float, given: Mapping[str, Any]) -> dict[str, Any]:
         seconds = max(1, math.ceil(timeout))

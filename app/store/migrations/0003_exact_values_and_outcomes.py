@@ -10,7 +10,8 @@ are converted from their stored responses; one that cannot be read is dropped, s
 as new, as it would once expired.
 
 On PostgreSQL the type change rewrites kv_item under an exclusive lock: on a large table, run
-this migration in a quiet period.
+this migration in a quiet period. The rewrite is not bound by the connection's statement_timeout
+(KV_DB_TIMEOUT, meant for requests); waiting for the lock still is.
 """
 
 import json
@@ -53,6 +54,12 @@ def _converted(record):
     return record
 
 
+def lift_statement_timeout(apps, schema_editor):
+    """For this migration's transaction only (PostgreSQL runs a migration in one)."""
+    if schema_editor.connection.vendor == "postgresql":
+        schema_editor.execute("SET LOCAL statement_timeout = 0")
+
+
 def convert_records(apps, schema_editor):
     records = apps.get_model("kvstore", "IdempotencyRecord")
     fields = [
@@ -83,6 +90,7 @@ class Migration(migrations.Migration):
     ]
 
     operations = [
+        migrations.RunPython(lift_statement_timeout, migrations.RunPython.noop, elidable=True),
         migrations.AddField(
             model_name="idempotencyrecord",
             name="outcome",
