@@ -83,7 +83,7 @@ class Compiled:
 
 
 class Statement:
-    """A query built by `build(*structure)` and compiled once per thread for each structure.
+    """A query built by `build(*structure)` and compiled once per connection for each structure.
 
     `build` must leave every value as a `Param`; it receives only the structure.
     """
@@ -116,11 +116,10 @@ class Statement:
         suffix = self.suffix() if self.suffix else ""
         return Compiled(f"{sql}{suffix}", binders, compiler)
 
-    def execute(self, cursor: Any, values: Values, *structure: Hashable) -> Compiled:
-        """Run the statement on `cursor` with `values`; the compiled form, to read rows with."""
+    def execute(self, cursor: Any, values: Values, *structure: Hashable) -> None:
+        """Run the statement on `cursor` with `values`."""
         compiled = self.compiled(*structure)
         cursor.execute(compiled.sql, compiled.params(values))
-        return compiled
 
     def rows(self, values: Values, *structure: Hashable) -> list[tuple[Any, ...]]:
         """The converted rows of a SELECT."""
