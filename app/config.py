@@ -44,6 +44,15 @@ def _split_commas(value: Any) -> Any:
     return value
 
 
+def _split_keys(value: Any) -> Any:
+    """Like _split_commas, but a value that is not empty must name at least one key: a list of
+    blanks (" , ,") would otherwise turn authentication off without a word."""
+    keys = _split_commas(value)
+    if isinstance(value, str) and value and not keys:
+        raise ValueError("holds no key: unset it to run without authentication, or list the keys")
+    return keys
+
+
 def _parse_networks(value: Any) -> Any:
     return tuple(ipaddress.ip_network(cidr, strict=False) for cidr in _split_commas(value))
 
@@ -56,8 +65,11 @@ class Settings(BaseSettings):
         env_file=".env", extra="ignore", populate_by_name=True, hide_input_in_errors=True
     )
 
-    database_url: str = Field("sqlite:///kvkit.sqlite3", validation_alias="DATABASE_URL")
-    redis_url: str | None = Field(None, validation_alias="REDIS_URL")
+    # URLs may hold passwords: secret types, so no repr, log or error shows them.
+    database_url: SecretStr = Field(
+        SecretStr("sqlite:///kvkit.sqlite3"), validation_alias="DATABASE_URL"
+    )
+    redis_url: SecretStr | None = Field(None, validation_alias="REDIS_URL")
 
     rate_limit: Annotated[RateQuota, NoDecode, BeforeValidator(_parse_rate)] = Field(
         RateQuota(60, 60), validation_alias="KV_RATE_LIMIT"
@@ -68,7 +80,7 @@ class Settings(BaseSettings):
     trusted_proxies: Annotated[tuple[Network, ...], NoDecode, BeforeValidator(_parse_networks)] = (
         Field((), validation_alias="KV_TRUSTED_PROXIES")
     )
-    api_keys: Annotated[tuple[SecretStr, ...], NoDecode, BeforeValidator(_split_commas)] = Field(
+    api_keys: Annotated[tuple[SecretStr, ...], NoDecode, BeforeValidator(_split_keys)] = Field(
         (), validation_alias="KV_API_KEYS"
     )
 
@@ -81,6 +93,10 @@ class Settings(BaseSettings):
     db_timeout: float = Field(5.0, gt=0, le=120, validation_alias="KV_DB_TIMEOUT")
     db_idle_timeout: float = Field(60.0, gt=0, validation_alias="KV_DB_IDLE_TIMEOUT")
     redis_timeout: float = Field(0.05, gt=0, le=5, validation_alias="KV_REDIS_TIMEOUT")
+
+    # Set: /metrics is served on this port only, off the API port (app/observability/exporter.py).
+    metrics_port: int | None = Field(None, ge=1, le=65535, validation_alias="KV_METRICS_PORT")
+    docs: bool = Field(True, validation_alias="KV_DOCS")  # /docs, /redoc and /openapi.json
 
     log_format: Literal["json", "text"] = Field("json", validation_alias="LOG_FORMAT")
     log_level: str = Field("INFO", validation_alias="LOG_LEVEL")

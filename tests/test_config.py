@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 from pydantic import ValidationError
 
 from app.config import Settings
+from tests.conftest import free_port, service_env
 
 
 def _settings(**env: str) -> Settings:
@@ -17,8 +22,9 @@ def test_defaults_are_the_embedded_configuration(monkeypatch: pytest.MonkeyPatch
     for name in ("DATABASE_URL", "REDIS_URL", "KV_RATE_LIMIT", "KV_API_KEYS"):
         monkeypatch.delenv(name, raising=False)
     settings = _settings()
-    assert settings.database_url == "sqlite:///kvkit.sqlite3"
+    assert settings.database_url.get_secret_value() == "sqlite:///kvkit.sqlite3"
     assert settings.redis_url is None
+    assert (settings.metrics_port, settings.docs) == (None, True)
     assert settings.rate_limit == (60, 60)
     assert settings.api_keys == ()
 
@@ -91,3 +97,42 @@ def test_queue_size_must_be_positive(monkeypatch: pytest.MonkeyPatch) -> None:
         _settings()
     monkeypatch.setenv("KV_DB_QUEUE_SIZE", "7")
     assert _settings().db_queue_size == 7
+
+
+@pytest.mark.parametrize("blank", [" , ,, ", " ", ","])
+def test_a_key_list_of_blanks_refuses_to_start(monkeypatch: pytest.MonkeyPatch, blank: str) -> None:
+    """KV_API_KEYS set to separators only is a mistake, not a request to turn auth off."""
+    monkeypatch.setenv("KV_API_KEYS", blank)
+    with pytest.raises(ValidationError, match="holds no key"):
+        _settings()
+
+
+def test_urls_with_passwords_never_show_in_the_repr(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The database and Redis URLs are secrets: printing the settings shows neither password."""
+    monkeypatch.setenv("DATABASE_URL", "postgres://kvkit:db-Pa55word@db.internal/kvkit")
+    monkeypatch.setenv("REDIS_URL", "redis://:redis-Pa55word@cache.internal:6379/0")
+    text = repr(_settings()) + str(_settings())
+    assert "db-Pa55word" not in text and "redis-Pa55word" not in text
+
+
+def test_refused_settings_print_no_secret_when_the_service_starts(tmp_path: Path) -> None:
+    """uvicorn started with a bad key list exits, and its output names the setting but holds
+    neither the keys nor the database password."""
+    env = service_env(
+        DATABASE_URL="postgres://kvkit:db-Pa55word@127.0.0.1:9/kvkit",
+        KV_API_KEYS="a-long-enough-secret-key,sh0rt-s3cret",
+        KV_RATE_LIMIT="sixty",
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "uvicorn", "app.main:app", "--port", str(free_port())],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert "KV_API_KEYS" in output and "KV_RATE_LIMIT" in output
+    for secret in ("db-Pa55word", "sh0rt-s3cret", "a-long-enough-secret-key"):
+        assert secret not in output

@@ -14,7 +14,7 @@ def build_limiter(settings: Settings) -> LocalLimiter | RedisLimiter:
     if not settings.redis_url:
         return local
     return RedisLimiter(
-        connect(settings.redis_url, settings.redis_timeout),
+        connect(settings.redis_url.get_secret_value(), settings.redis_timeout),
         limit,
         window,
         fallback=local,

@@ -16,7 +16,9 @@ def database_config(url: str | None = None) -> dict[str, Any]:
     """Connection settings for `url` (default DATABASE_URL) with bounded connect and statement
     times, so a sick database answers 503 in time instead of hanging requests."""
     settings = get_settings()
-    config: dict[str, Any] = dict(dj_database_url.parse(url or settings.database_url))
+    config: dict[str, Any] = dict(
+        dj_database_url.parse(url or settings.database_url.get_secret_value())
+    )
     engine = config["ENGINE"].rsplit(".", 1)[-1]
     if engine not in _VENDORS:
         raise ValueError(f"DATABASE_URL: unsupported backend {config['ENGINE']}")
