@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
+from starlette._utils import get_route_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.api.problems import problem_response, unavailable_response
@@ -14,6 +15,14 @@ from app.ratelimit.decision import LimiterUnavailable, RateLimitDecision
 from app.security.identity import ApiKeys, Network, attach_identity, resolve_identity
 
 PROTECTED_PREFIX = "/v1"
+
+
+def is_protected(scope: Scope) -> bool:
+    """Whether the request is for a /v1 route, judged on the path the router matches: the
+    request path with any root_path (uvicorn --root-path, a prefix an ingress strips) removed.
+    A raw prefix test on scope["path"] would let every request behind a root path through."""
+    path = get_route_path(scope)  # the router's own function, so the two can never disagree
+    return path == PROTECTED_PREFIX or path.startswith(PROTECTED_PREFIX + "/")
 
 
 class Limiter(Protocol):
@@ -37,7 +46,7 @@ class GuardMiddleware:
         self.limiter = limiter
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not scope["path"].startswith(PROTECTED_PREFIX):
+        if scope["type"] != "http" or not is_protected(scope):
             await self.app(scope, receive, send)
             return
         identity = resolve_identity(scope, self.keys, self.trusted)
@@ -72,7 +81,7 @@ class GuardMiddleware:
             response = problem_response(
                 401,
                 "unauthorized",
-                "a valid API key is required (Authorization: Bearer <key> or X-API-Key)",
+                "one valid API key is required (Authorization: Bearer <key> or X-API-Key)",
                 headers={"WWW-Authenticate": 'Bearer realm="kvkit"'},
             )
             await response(scope, receive, send_with_headers)
