@@ -96,7 +96,7 @@ class Settings(BaseSettings):
 
     # Set: /metrics is served on this port only, off the API port (app/observability/exporter.py).
     metrics_port: int | None = Field(None, ge=1, le=65535, validation_alias="KV_METRICS_PORT")
-    docs: bool = Field(True, validation_alias="KV_DOCS")  # /docs, /redoc and /openapi.json
+    docs: bool = Field(True, validation_alias="KV_DOCS")  # /docs and /openapi.json
 
     log_format: Literal["json", "text"] = Field("json", validation_alias="LOG_FORMAT")
     log_level: str = Field("INFO", validation_alias="LOG_LEVEL")

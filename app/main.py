@@ -23,6 +23,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     setup_django()
 
     from app.api import health, items, metrics
+    from app.api.docs import install_docs
     from app.api.guard import GuardMiddleware
     from app.api.methods import complete_methods
     from app.api.middleware import BodyLimitMiddleware, RequestIdMiddleware
@@ -54,13 +55,22 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version=package.__version__,
         description="A key-value HTTP service with safe retries and shared rate limits.",
         lifespan=lifespan,
+        # /docs comes from app/api/docs.py with assets of its own (FastAPI's pages load a CDN).
+        openapi_url="/openapi.json" if settings.docs else None,
+        docs_url=None,
+        redoc_url=None,
         # Traces come from the OpenTelemetry instrumentation (observability/tracing.py) and
         # metrics from prometheus-client; FastAPI's own telemetry would check its providers on
         # every request to find nothing to do.
         telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     api.state.limiter = limiter
+    # No trailing-slash redirects: Starlette builds them from the Host header, which the client
+    # chooses. A path with a stray slash is simply not found.
+    api.router.redirect_slashes = False
     install_problem_handlers(api)
+    if settings.docs:
+        install_docs(api)
     complete_methods(items.router)
     routers = (health.router, items.router, metrics.router)
     for router in routers:

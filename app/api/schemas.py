@@ -8,7 +8,21 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-KEY_PATTERN = r"^[A-Za-z0-9._~:@-]{1,255}$"
+# 1..255 of these characters, but not "." or "..": URL clients (curl, requests, kvclient)
+# normalise those path segments away, so such an item could never be read back. Written without
+# look-ahead, which pydantic's regex engine (and many OpenAPI tools) lack.
+_KEY_CHAR, _NOT_DOT = "[A-Za-z0-9._~:@-]", "[A-Za-z0-9_~:@-]"
+KEY_PATTERN = (
+    "^(?:"
+    + "|".join(
+        (
+            rf"{_NOT_DOT}{_KEY_CHAR}{{0,254}}",  # not starting with a dot
+            rf"\.{_NOT_DOT}{_KEY_CHAR}{{0,253}}",  # one dot, then something else
+            rf"\.\.{_KEY_CHAR}{{1,253}}",  # two dots, then anything
+        )
+    )
+    + ")$"
+)
 KEY_RE = re.compile(KEY_PATTERN)
 PREFIX_PATTERN = r"^[A-Za-z0-9._~:@-]{0,255}$"
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import httpx
 import pytest
 
+from tests.conftest import Server
 from tests.hostile.wire import Wire
 
 JSON = [("Content-Type", "application/json")]
@@ -84,3 +86,37 @@ def test_unknown_path_is_a_problem_not_html(pg_wire: Wire) -> None:
     response = pg_wire.request("GET", "/admin/../../../../etc/passwd", [("Accept", "text/html")])
     response.problem(404, "not_found")
     assert b"<" not in response.body
+
+
+@pytest.mark.parametrize("path", ["/metrics/", "/healthz/", "/readyz/", "/v1/items/"])
+def test_a_trailing_slash_is_not_found_never_a_redirect_to_the_callers_host(
+    api_server: Server, path: str
+) -> None:
+    """A stray slash with a Host of the client's choosing is a 404 problem with no Location, not
+    a redirect to that host."""
+    response = httpx.get(
+        api_server.url + path, headers={"Host": "evil.example"}, follow_redirects=False
+    )
+    assert response.status_code == 404
+    assert response.headers["content-type"] == "application/problem+json"
+    assert "location" not in response.headers
+
+
+@pytest.mark.parametrize("key", [".", ".."])
+def test_dot_segments_are_refused_as_keys(wire: Wire, key: str) -> None:
+    """ "." and ".." can never be read back through a URL client, so they are never accepted."""
+    body = b'{"key": "%s", "value": 1}' % key.encode()
+    wire.request("POST", "/v1/items", JSON, body).problem(422, "validation_error")
+    wire.request("PUT", f"/v1/items/{key}", JSON, b'{"value": 1}').problem(422, "validation_error")
+
+
+@pytest.mark.parametrize("key", ["...", ".a", "..a", "a."])
+def test_keys_with_dots_that_are_not_dot_segments_are_fine(
+    wire: Wire, keyspace: str, key: str
+) -> None:
+    """Only "." and ".." themselves are refused; other keys with dots round-trip."""
+    full = keyspace + key if not key.startswith(".") else key + keyspace
+    body = b'{"key": "%s", "value": 1}' % full.encode()
+    created = wire.request("POST", "/v1/items", JSON, body)
+    assert created.status == 201, created.body
+    assert wire.request("GET", f"/v1/items/{full}").status == 200
