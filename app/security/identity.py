@@ -45,37 +45,58 @@ class ApiKeys:
 
 
 def presented_key(scope: Scope) -> str | None:
-    """The key from `Authorization: Bearer <key>` or `X-API-Key`."""
+    """The key from `Authorization: Bearer <key>` or `X-API-Key`; None without one, and None
+    when the request presents two different ones (in any order or headers): which one counts
+    must never depend on where it stands."""
     headers = Headers(scope=scope)
-    scheme, _, token = headers.get("authorization", "").partition(" ")
-    if scheme.lower() == "bearer" and token.strip():
-        return token.strip()
-    return headers.get("x-api-key", "").strip() or None
+    presented = {value.strip() for value in headers.getlist("x-api-key") if value.strip()}
+    for value in headers.getlist("authorization"):
+        scheme, _, token = value.partition(" ")
+        if scheme.lower() == "bearer" and token.strip():
+            presented.add(token.strip())
+    return presented.pop() if len(presented) == 1 else None
 
 
 def client_address(scope: Scope, trusted: Sequence[Network]) -> str:
     """The socket peer, or the address a trusted proxy saw, reading X-Forwarded-For right to left.
 
     Only hops appended by trusted proxies are believed; the first untrusted address is the client,
-    so a spoofed header from anyone else never selects another bucket.
+    so a spoofed header from anyone else never selects another bucket. Addresses are normalised
+    (see `_normal`), so one client is one bucket however its address is written, and an address
+    is never longer than 39 characters.
     """
-    peer = scope["client"][0] if scope.get("client") else "unknown"
+    peer = _normal(scope["client"][0]) if scope.get("client") else None
+    current = peer or "unknown"
     if not trusted:
-        return peer
+        return current
     forwarded = [
         part.strip()
         for value in Headers(scope=scope).getlist("x-forwarded-for")
         for part in value.split(",")
     ]
-    current = peer
     for hop in reversed(forwarded):
         if not _is_trusted(current, trusted):
             break
-        try:
-            current = str(ipaddress.ip_address(hop))
-        except ValueError:
+        address = _normal(hop)
+        if address is None:
             break  # garbage from further out: stop at the last address a trusted proxy vouched for
+        current = address
     return current
+
+
+def _normal(text: str) -> str | None:
+    """`text` as one canonical address: compressed IPv6 without its zone (fe80::1%eth0 and
+    fe80::1%anything are one host to us), IPv4-mapped IPv6 as IPv4; None if not an address."""
+    try:
+        address = ipaddress.ip_address(text)
+    except ValueError:
+        return None
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        if address.scope_id is not None:
+            address = ipaddress.IPv6Address(address.packed)
+    return str(address)
 
 
 def _is_trusted(address: str, trusted: Sequence[Network]) -> bool:

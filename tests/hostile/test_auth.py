@@ -60,6 +60,38 @@ def test_near_miss_keys_are_refused(secured: Server, authorization: str) -> None
     response.problem(401, "unauthorized")
 
 
+@pytest.mark.parametrize(
+    "credentials",
+    [
+        [("Authorization", f"Bearer {VALID}"), ("X-API-Key", WRONG)],
+        [("X-API-Key", WRONG), ("Authorization", f"Bearer {VALID}")],
+        [("X-API-Key", VALID), ("Authorization", f"Bearer {WRONG}")],
+        [("Authorization", f"Bearer {WRONG}"), ("X-API-Key", VALID)],
+        [("X-API-Key", VALID), ("X-API-Key", WRONG)],
+        [("Authorization", f"Bearer {WRONG}"), ("Authorization", f"Bearer {VALID}")],
+    ],
+    ids=[
+        "bearer-then-key",
+        "key-then-bearer",
+        "key-valid",
+        "bearer-wrong-first",
+        "two-keys",
+        "two-bearers",
+    ],
+)
+def test_two_different_credentials_are_refused_in_any_order(
+    secured: Server, credentials: list[tuple[str, str]]
+) -> None:
+    """A valid key beside a wrong one is 401, whichever comes first and in whichever header."""
+    Wire(secured).request("GET", "/v1/items", credentials).problem(401, "unauthorized")
+
+
+def test_the_same_key_twice_is_one_credential(secured: Server) -> None:
+    """The same valid key in both headers is accepted."""
+    both = [("Authorization", f"Bearer {VALID}"), ("X-API-Key", VALID)]
+    assert Wire(secured).request("GET", "/v1/items", both).status == 200
+
+
 def test_keys_never_reach_logs_metrics_or_bodies(secured: Server) -> None:
     """Neither a valid nor a wrong key appears in any answer, in the log or in /metrics."""
     wire = Wire(secured)

@@ -69,3 +69,18 @@ def test_key_ids_are_stable_and_reveal_nothing() -> None:
     assert ident is not None and ident == keys.match("m" * 20)
     assert "m" * 8 not in ident and ident != keys.match("k" * 20)
     assert keys.match("x" * 20) is None and keys.match(None) is None
+
+
+@pytest.mark.parametrize(
+    ("hop", "address"),
+    [
+        ("fe80::1%eth0", "fe80::1"),
+        ("fe80::1%" + "z" * 80, "fe80::1"),
+        ("FE80:0:0::1", "fe80::1"),
+        ("::ffff:198.51.100.7", "198.51.100.7"),
+    ],
+)
+def test_one_client_is_one_address_however_it_is_written(hop: str, address: str) -> None:
+    """Zones are dropped, IPv6 is compressed and IPv4-mapped IPv6 is IPv4: one bucket each."""
+    scope = _scope("10.0.0.1", ("X-Forwarded-For", hop))
+    assert client_address(scope, TRUSTED) == address
