@@ -23,14 +23,17 @@ MAX_VALUE_DEPTH = 31
 
 async def read_json(request: Request, model: type[M]) -> M:
     """Parse and validate the body as `model` (415 wrong type, 400 bad JSON, 422 bad shape)."""
-    content_type = request.headers.get("content-type", "")
-    media_type = content_type.split(";", 1)[0].strip().lower()
+    media_type, _, parameters = request.headers.get("content-type", "").partition(";")
+    media_type = media_type.strip().lower()
     if media_type != "application/json" and not media_type.endswith("+json"):
         raise ProblemError(
             415,
             "unsupported_media_type",
             "send the body as JSON with Content-Type: application/json",
         )
+    if _charset(parameters) not in (None, "utf-8", "utf8"):
+        # JSON is UTF-8 (RFC 8259 8.1): a body declared otherwise would be read as something else.
+        raise ProblemError(415, "unsupported_media_type", "JSON bodies must be UTF-8")
     raw = await request.body()
     try:
         # Refuses invalid UTF-8, NaN, numbers beyond a double's range and lone surrogates;
@@ -40,6 +43,8 @@ async def read_json(request: Request, model: type[M]) -> M:
         raise ProblemError(400, "bad_request", f"body is not valid JSON: {exc.msg}") from exc
     except jsontext.IntegerTooLong as exc:
         raise ProblemError(422, "validation_error", f"value: {exc}") from exc
+    except jsontext.NestedTooDeep as exc:
+        raise _too_deep() from exc
     try:
         return model.model_validate(data)
     except ValidationError as exc:
@@ -47,13 +52,25 @@ async def read_json(request: Request, model: type[M]) -> M:
         raise validation_error([{**e, "loc": ("body", *e["loc"])} for e in errors]) from exc
 
 
-def encode_value(value: Any, max_bytes: int) -> str:
-    """The value's JSON text, as stored; 413 when too large, 422 when too deep or holding a NUL."""
-    too_deep = ProblemError(
+def _too_deep() -> ProblemError:
+    return ProblemError(
         422,
         "validation_error",
         f"value: arrays and objects nest deeper than {MAX_VALUE_DEPTH} levels",
     )
+
+
+def _charset(parameters: str) -> str | None:
+    for parameter in parameters.split(";"):
+        name, _, value = parameter.partition("=")
+        if name.strip().lower() == "charset":
+            return value.strip().strip('"').lower()
+    return None
+
+
+def encode_value(value: Any, max_bytes: int) -> str:
+    """The value's JSON text, as stored; 413 when too large, 422 when too deep or holding a NUL."""
+    too_deep = _too_deep()
     try:
         encoded = jsontext.dumps(value)
     except TypeError as exc:  # only nesting past orjson's own limit (254) gets here
