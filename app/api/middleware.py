@@ -59,7 +59,14 @@ class RequestIdMiddleware:
 
 
 class BodyLimitMiddleware:
-    """Refuse bodies over the hard cap before they are read whole."""
+    """Hold every request body to the hard cap, on every route, read or not.
+
+    A declared Content-Length over the cap is refused before a byte of the body is read. A body
+    is counted as the app reads it. And when a response starts before the body was read to its
+    end (a route that never reads it, a 401 or 429 answered first), the response closes the
+    connection: otherwise the server would read the rest of the body, however large, only to
+    discard it and keep the connection for the next request.
+    """
 
     def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
         self.app = app
@@ -69,7 +76,8 @@ class BodyLimitMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        declared = Headers(scope=scope).get("content-length")
+        headers = Headers(scope=scope)
+        declared = headers.get("content-length")
         if declared is not None and (not declared.isdigit() or int(declared) > self.max_body_bytes):
             response = problem_response(
                 413, "payload_too_large", f"request body exceeds {self.max_body_bytes} bytes"
@@ -78,13 +86,19 @@ class BodyLimitMiddleware:
                 response = problem_response(400, "bad_request", "invalid Content-Length")
             await response(scope, receive, send)
             return
+        chunked = "chunked" in headers.get("transfer-encoding", "").lower()
+        if not chunked and declared in (None, "0"):  # no body: nothing to count or drain
+            await self.app(scope, receive, send)
+            return
         received = 0
+        finished = False
 
         async def limited_receive() -> Message:
-            nonlocal received
+            nonlocal received, finished
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
+                finished = not message.get("more_body", False)
                 if received > self.max_body_bytes:
                     raise ProblemError(
                         413,
@@ -93,4 +107,9 @@ class BodyLimitMiddleware:
                     )
             return message
 
-        await self.app(scope, limited_receive, send)
+        async def send_closing_if_unread(message: Message) -> None:
+            if message["type"] == "http.response.start" and not finished:
+                message["headers"] = [*message.get("headers", ()), (b"connection", b"close")]
+            await send(message)
+
+        await self.app(scope, limited_receive, send_closing_if_unread)
