@@ -96,6 +96,11 @@ class Settings(BaseSettings):
 
     # Set: /metrics is served on this port only, off the API port (app/observability/exporter.py).
     metrics_port: int | None = Field(None, ge=1, le=65535, validation_alias="KV_METRICS_PORT")
+    # A scrape is answered from a collection at most this old: scrapers cost one collection per
+    # interval, however many there are. 0 collects for every scrape.
+    metrics_min_interval: float = Field(
+        1.0, ge=0, le=60, validation_alias="KV_METRICS_MIN_INTERVAL"
+    )
     docs: bool = Field(True, validation_alias="KV_DOCS")  # /docs and /openapi.json
 
     log_format: Literal["json", "text"] = Field("json", validation_alias="LOG_FORMAT")

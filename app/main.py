@@ -65,6 +65,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     api.state.limiter = limiter
+    api.state.readiness = health.ReadinessCache()
     # No trailing-slash redirects: Starlette builds them from the Host header, which the client
     # chooses. A path with a stray slash is simply not found.
     api.router.redirect_slashes = False

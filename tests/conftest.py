@@ -350,8 +350,14 @@ def server_factory(
     workdir = tmp_path_factory.mktemp("srv")
 
     def factory(backend: str = "sqlite", *, workers: int = 0, **env: str) -> Server:
-        # A limit no functional test reaches; the rate-limit tests set their own.
-        env = {"DATABASE_URL": databases.url(backend), "KV_RATE_LIMIT": "1000000/minute", **env}
+        # A limit no functional test reaches (the rate-limit tests set their own), and scrapes
+        # that always collect, so a test reads the counts its own requests just made.
+        env = {
+            "DATABASE_URL": databases.url(backend),
+            "KV_RATE_LIMIT": "1000000/minute",
+            "KV_METRICS_MIN_INTERVAL": "0",
+            **env,
+        }
         server = start_server(workdir, service_env(**env), workers=workers)
         started.append(server)
         return server

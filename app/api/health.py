@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import math
+import time
+
 from fastapi import APIRouter, Request
 from starlette.responses import JSONResponse
 
@@ -19,13 +23,30 @@ async def read_health() -> JSONResponse:
     return JSONResponse({"status": "ok"})
 
 
-@router.get(
-    "/readyz",
-    response_model=Readiness,
-    responses={503: {"model": Readiness, "description": "A dependency is down."}},
-)
-async def read_readiness(request: Request) -> JSONResponse:
-    """200 when the database answers (and Redis, if the limiter may not fall back), else 503."""
+# A probe answer is reused this long: probes (and anyone else) cost the database at most one
+# query per worker and interval, however often they ask.
+READINESS_TTL_SECONDS = 1.0
+
+
+class ReadinessCache:
+    """The last readiness answer of this worker, recomputed at most once per TTL; callers that
+    arrive while it is being computed wait for that answer."""
+
+    def __init__(self, ttl: float = READINESS_TTL_SECONDS) -> None:
+        self.ttl = ttl
+        self._lock = asyncio.Lock()
+        self._answer: tuple[dict[str, str], int] = ({}, 503)
+        self._at = -math.inf
+
+    async def answer(self, limiter: object) -> tuple[dict[str, str], int]:
+        async with self._lock:
+            if time.monotonic() - self._at >= self.ttl:
+                self._answer = await _check(limiter)
+                self._at = time.monotonic()
+            return self._answer
+
+
+async def _check(limiter: object) -> tuple[dict[str, str], int]:
     checks: dict[str, str] = {}
     ready = True
     try:
@@ -34,11 +55,22 @@ async def read_readiness(request: Request) -> JSONResponse:
     except DatabaseUnavailable:
         checks["database"] = "down"
         ready = False
-    limiter = request.app.state.limiter
     if isinstance(limiter, RedisLimiter):
         redis_up = await limiter.ping()
         checks["redis"] = "up" if redis_up else "down"
         # With the open policy a Redis outage degrades limits but the service still serves.
         ready = ready and (redis_up or limiter.on_error == "open")
-    body = {"status": "ok" if ready else "unavailable", **checks}
-    return JSONResponse(body, status_code=200 if ready else 503)
+    return {"status": "ok" if ready else "unavailable", **checks}, 200 if ready else 503
+
+
+@router.get(
+    "/readyz",
+    response_model=Readiness,
+    responses={503: {"model": Readiness, "description": "A dependency is down."}},
+)
+async def read_readiness(request: Request) -> JSONResponse:
+    """200 when the database answers (and Redis, if the limiter may not fall back), else 503;
+    the answer is at most a second old."""
+    state = request.app.state
+    body, status = await state.readiness.answer(state.limiter)
+    return JSONResponse(body, status_code=status)

@@ -14,4 +14,4 @@ router = APIRouter(tags=["observability"])
 @router.get("/metrics", include_in_schema=False)
 def read_metrics() -> Response:
     """The text exposition; a route, because a mount answers /metrics with a 307."""
-    return Response(exposition(), media_type=CONTENT_TYPE_LATEST)
+    return Response(exposition()(), media_type=CONTENT_TYPE_LATEST)

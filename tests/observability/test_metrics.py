@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -160,3 +161,20 @@ def test_database_and_redis_calls_are_timed(redis_server: Server) -> None:
         sample(after, redis, operation="evalsha") - sample(before, redis, operation="evalsha") == 3
     )
     assert sample(after, "kvkit_redis_errors_total", operation="evalsha") == 0
+
+
+def test_a_scrape_is_answered_from_one_collection_per_interval(
+    server_factory: ServerFactory,
+) -> None:
+    """Within KV_METRICS_MIN_INTERVAL every scrape gets the same collection; after it, a new one
+    that counts what happened meanwhile."""
+    server = server_factory("sqlite", KV_METRICS_MIN_INTERVAL="5")
+    client = server.client()
+    first = client.get("/metrics").text
+    for _ in range(5):
+        assert client.get("/v1/items").status_code == 200
+    assert client.get("/metrics").text == first
+    time.sleep(5.1)
+    later = client.get("/metrics").text
+    assert later != first
+    assert 'route="/v1/items"' in later
