@@ -19,7 +19,9 @@ venv: $(STAMP)
 run: venv  ## Serve on http://127.0.0.1:8000 with SQLite and the in-process limiter.
 	$(BIN)/python -m app migrate
 	@echo "kvkit on http://$(HOST):$(PORT)  (OpenAPI docs: http://$(HOST):$(PORT)/docs)"
-	LOG_FORMAT=$${LOG_FORMAT:-text} $(BIN)/uvicorn app.main:app --host $(HOST) --port $(PORT) --no-proxy-headers
+	LOG_FORMAT=$${LOG_FORMAT:-text} $(BIN)/uvicorn app.main:app --host $(HOST) --port $(PORT) --no-proxy-headers \
+		--http app.server.protocol:BoundedHttpProtocol --timeout-keep-alive $${GUNICORN_KEEPALIVE:-75} \
+		--limit-concurrency $${GUNICORN_WORKER_CONNECTIONS:-1000}
 
 lint: venv
 	$(BIN)/ruff check .

@@ -23,7 +23,19 @@ workers = _env_int("GUNICORN_WORKERS", len(os.sched_getaffinity(0)))
 worker_class = "uvicorn_worker.UvicornWorker"
 timeout = _env_int("GUNICORN_TIMEOUT", 30)
 graceful_timeout = _env_int("GUNICORN_GRACEFUL_TIMEOUT", 20)
-keepalive = _env_int("GUNICORN_KEEPALIVE", 5)
+# Seconds an idle kept-alive connection stays open (uvicorn's timeout_keep_alive). Longer than the
+# idle timeout of the load balancers in front (AWS ALB and nginx upstreams: 60 s): were we first
+# to close, a request the balancer sends on that connection as we close it gets a 502. 75 s is
+# nginx's own client keep-alive; set more behind a balancer that idles longer (Traefik 90 s,
+# Google Cloud's 600 s). Idle connections cost little: worker_connections bounds them.
+keepalive = _env_int("GUNICORN_KEEPALIVE", 75)
+# Connections per worker (gunicorn's default), given to uvicorn as limit_concurrency: past it,
+# a new connection first closes the longest-idle one, and with that many requests in progress
+# further requests are answered 503 at once. The worker's open-file limit is raised to fit
+# these plus the listen backlog (2048). The app's own bound on work is lower: KV_DB_QUEUE_SIZE.
+worker_connections = _env_int("GUNICORN_WORKER_CONNECTIONS", 1000)
+# Request deadlines have no gunicorn or uvicorn setting: app/server/protocol.py enforces them,
+# from KV_HEADER_TIMEOUT (10 s) and KV_BODY_TIMEOUT (30 s), under gunicorn and `make run` alike.
 max_requests = _env_int("GUNICORN_MAX_REQUESTS", 0)
 max_requests_jitter = _env_int("GUNICORN_MAX_REQUESTS_JITTER", 0)
 # gunicorn parses "" into an empty list, which uvicorn-worker hands to uvicorn's proxy-headers
@@ -72,6 +84,18 @@ def on_starting(server: Any) -> None:
             entry.unlink()
 
 
+def when_ready(server: Any) -> None:
+    """With KV_METRICS_PORT set, the master serves /metrics there, for every worker at once
+    (app/observability/exporter.py); the workers then serve none."""
+    from app.config import get_settings
+
+    port = get_settings().metrics_port
+    if port is not None:
+        from app.observability.exporter import serve
+
+        serve(port)
+
+
 def on_exit(server: Any) -> None:
     """Delete the directory on_starting made; one the user configured is left alone."""
     if _private_metrics_dir:
@@ -87,7 +111,16 @@ def child_exit(server: Any, worker: Any) -> None:
 
 
 def post_fork(server: Any, worker: Any) -> None:
-    """Start tracing inside each worker; exporter threads do not survive a fork."""
-    from app.observability.tracing import init_worker
+    """Apply the connection limits and start tracing inside each worker, and leave /metrics to
+    the master.
 
+    The limits go on the worker's uvicorn config before uvicorn reads it (app/server/worker.py);
+    tracing starts here because exporter threads do not survive a fork.
+    """
+    from app.observability import exporter
+    from app.observability.tracing import init_worker
+    from app.server.worker import apply_connection_limits
+
+    exporter.leave_to_master()
+    apply_connection_limits(worker)
     init_worker()

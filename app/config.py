@@ -93,6 +93,11 @@ class Settings(BaseSettings):
     db_timeout: float = Field(5.0, gt=0, le=120, validation_alias="KV_DB_TIMEOUT")
     db_idle_timeout: float = Field(60.0, gt=0, validation_alias="KV_DB_IDLE_TIMEOUT")
     redis_timeout: float = Field(0.05, gt=0, le=5, validation_alias="KV_REDIS_TIMEOUT")
+    # Seconds a client may take to send a request's headers (from its first byte, or from the
+    # connection's opening), and then its body; past them the connection is closed
+    # (app/server/protocol.py).
+    header_timeout: float = Field(10.0, gt=0, le=3600, validation_alias="KV_HEADER_TIMEOUT")
+    body_timeout: float = Field(30.0, gt=0, le=3600, validation_alias="KV_BODY_TIMEOUT")
 
     # Set: /metrics is served on this port only, off the API port (app/observability/exporter.py).
     metrics_port: int | None = Field(None, ge=1, le=65535, validation_alias="KV_METRICS_PORT")
