@@ -28,6 +28,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     from app.api.methods import complete_methods
     from app.api.middleware import BodyLimitMiddleware, RequestIdMiddleware
     from app.api.problems import install_problem_handlers
+    from app.observability import exporter
     from app.observability.middleware import ObservabilityMiddleware
     from app.ratelimit.factory import build_limiter
     from app.ratelimit.redis import RedisLimiter
@@ -45,7 +46,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             settings.db_idle_timeout,
             settings.db_queue_size,
         )
+        metrics_server = exporter.serve_in_process(settings.metrics_port)
         yield
+        if metrics_server is not None:
+            metrics_server.shutdown()
         if isinstance(limiter, RedisLimiter):
             await limiter.close()
         shutdown_db_threads()
@@ -73,7 +77,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     if settings.docs:
         install_docs(api)
     complete_methods(items.router)
-    routers = (health.router, items.router, metrics.router)
+    # With KV_METRICS_PORT set, /metrics is served there only (app/observability/exporter.py).
+    routers = [health.router, items.router]
+    if settings.metrics_port is None:
+        routers.append(metrics.router)
     for router in routers:
         api.include_router(router)
     # Each add_middleware wraps the previous ones: the last added runs first.

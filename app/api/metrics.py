@@ -6,7 +6,7 @@ from fastapi import APIRouter
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.responses import Response
 
-from app.observability.metrics import exposition
+from app.observability.exposition import exposition
 
 router = APIRouter(tags=["observability"])
 

@@ -128,9 +128,9 @@ def test_metrics_dir_is_set_and_owned_by_the_runtime_user() -> None:
     assert "chown -R 10001:10001" in runs
 
 
-def test_port_8000_is_exposed() -> None:
-    """The image documents the port gunicorn binds."""
-    assert ("EXPOSE", "8000") in final_stage()
+def test_the_api_and_metrics_ports_are_exposed() -> None:
+    """The image documents the port gunicorn binds and the metrics port it sets."""
+    assert ("EXPOSE", "8000 9100") in final_stage()
 
 
 def test_dockerignore_keeps_local_state_out_of_the_context() -> None:

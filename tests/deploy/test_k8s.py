@@ -307,11 +307,33 @@ def test_network_policy_allows_database_redis_and_otlp_egress(manifests: list[Ma
     assert {("TCP", 5432), ("TCP", 6379), ("TCP", 4317), ("TCP", 4318)} <= egress_ports(manifests)
 
 
-def test_network_policy_admits_traffic_only_on_the_http_port(manifests: list[Manifest]) -> None:
-    """Ingress is limited to port 8000, the port the container serves."""
+def test_network_policy_admits_the_api_port_and_metrics_only_from_prometheus(
+    manifests: list[Manifest],
+) -> None:
+    """Anyone may reach the API port; the metrics port only Prometheus pods; nothing else."""
     policy = api_policy(manifests)
-    ports = {p["port"] for rule in policy["spec"]["ingress"] for p in rule["ports"]}
-    assert ports == {api_container(manifests)["ports"][0]["containerPort"]}
+    ports = {p["name"]: p["containerPort"] for p in api_container(manifests)["ports"]}
+    rules = {
+        rule_port["port"]: rule.get("from")
+        for rule in policy["spec"]["ingress"]
+        for rule_port in rule["ports"]
+    }
+    assert set(rules) == {ports["http"], ports["metrics"]}
+    assert rules[ports["http"]] is None  # open to clients and the ingress controller
+    [peer] = rules[ports["metrics"]]
+    assert peer["podSelector"]["matchLabels"] == {"app.kubernetes.io/name": "prometheus"}
+
+
+def test_the_metrics_port_is_the_one_the_app_serves_metrics_on(manifests: list[Manifest]) -> None:
+    """KV_METRICS_PORT is set, equals the container's metrics port, and is what the metrics
+    Service (and so Prometheus) targets."""
+    container = api_container(manifests)
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert container_env(manifests, container)["KV_METRICS_PORT"] == str(ports["metrics"])
+    [service] = [
+        m for m in manifests if m["kind"] == "Service" and m["metadata"]["name"] == "kvkit-metrics"
+    ]
+    assert [p["targetPort"] for p in service["spec"]["ports"]] == ["metrics"]
 
 
 def test_grace_period_outlasts_prestop_and_gunicorn_graceful_timeout(
@@ -365,12 +387,12 @@ def test_pods_spread_across_nodes_and_zones(manifests: list[Manifest]) -> None:
 
 
 def test_prometheus_annotations_point_at_the_metrics_route(manifests: list[Manifest]) -> None:
-    """Annotation-based scrapers find /metrics on the container's HTTP port."""
+    """Annotation-based scrapers find /metrics on the container's metrics port."""
     annotations = pod_template(api(manifests))["metadata"]["annotations"]
     assert annotations["prometheus.io/scrape"] == "true"
     assert annotations["prometheus.io/path"] == "/metrics"
-    port = api_container(manifests)["ports"][0]["containerPort"]
-    assert annotations["prometheus.io/port"] == str(port)
+    ports = {p["name"]: p["containerPort"] for p in api_container(manifests)["ports"]}
+    assert annotations["prometheus.io/port"] == str(ports["metrics"])
 
 
 def test_config_and_secret_references_resolve(manifests: list[Manifest]) -> None:
@@ -450,13 +472,14 @@ def test_dev_runs_postgres_and_redis_behind_the_names_in_its_urls(kustomize: Ren
     assert stateful == {"postgres", "redis"}
 
 
-def test_servicemonitor_selects_only_the_api_service(kustomize: Render) -> None:
-    """The optional ServiceMonitor scrapes each pod once, through the kvkit Service."""
+def test_servicemonitor_selects_only_the_metrics_service(kustomize: Render) -> None:
+    """The optional ServiceMonitor scrapes each pod once, on its metrics port, through the
+    headless kvkit-metrics Service."""
     (monitor,) = kustomize("optional/servicemonitor")
     selector = monitor["spec"]["selector"]["matchLabels"]
     services = of_kind(kustomize("overlays/prod"), "Service")
     selected = [s for s in services if matches(selector, s["metadata"]["labels"])]
-    assert [s["metadata"]["name"] for s in selected] == ["kvkit"]
+    assert [s["metadata"]["name"] for s in selected] == ["kvkit-metrics"]
     port_names = {p["name"] for p in selected[0]["spec"]["ports"]}
     assert {e["port"] for e in monitor["spec"]["endpoints"]} <= port_names
 
