@@ -87,6 +87,7 @@ def test_defaults_apply_when_nothing_is_set(monkeypatch: pytest.MonkeyPatch) -> 
     assert cfg.workers == len(os.sched_getaffinity(0))
     assert cfg.worker_class_str == "uvicorn_worker.UvicornWorker"
     assert (cfg.timeout, cfg.graceful_timeout, cfg.keepalive) == (30, 20, 75)
+    assert cfg.worker_connections == 1000
     assert (cfg.max_requests, cfg.max_requests_jitter) == (0, 0)
     assert cfg.preload_app is False
     assert cfg.accesslog is None
