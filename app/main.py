@@ -50,6 +50,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         yield
         if metrics_server is not None:
             metrics_server.shutdown()
+            metrics_server.server_close()
         if isinstance(limiter, RedisLimiter):
             await limiter.close()
         shutdown_db_threads()
