@@ -9,6 +9,7 @@ import time
 from fastapi import APIRouter, Request
 from starlette.responses import JSONResponse
 
+from app.api.guard import Limiter
 from app.api.schemas import Health, Readiness
 from app.ratelimit.redis import RedisLimiter
 from app.services import items as service
@@ -38,7 +39,7 @@ class ReadinessCache:
         self._answer: tuple[dict[str, str], int] = ({}, 503)
         self._at = -math.inf
 
-    async def answer(self, limiter: object) -> tuple[dict[str, str], int]:
+    async def answer(self, limiter: Limiter) -> tuple[dict[str, str], int]:
         async with self._lock:
             if time.monotonic() - self._at >= self.ttl:
                 self._answer = await _check(limiter)
@@ -46,7 +47,7 @@ class ReadinessCache:
             return self._answer
 
 
-async def _check(limiter: object) -> tuple[dict[str, str], int]:
+async def _check(limiter: Limiter) -> tuple[dict[str, str], int]:
     checks: dict[str, str] = {}
     ready = True
     try:

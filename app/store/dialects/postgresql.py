@@ -122,10 +122,6 @@ class PostgreSQL(Dialect):
         return _rows_by_pair_sql(model, pair, columns)
 
 
-def _column(model: type[Model], name: str) -> str:
-    return column_of(model, name)
-
-
 def _db_type(model: type[Model], name: str) -> str:
     return str(field_of(model, name).db_type(connection))
 
@@ -140,7 +136,7 @@ def _insert_many_sql(
     model: type[Model], columns: tuple[str, ...], constant: tuple[str, ...], skip_taken: bool
 ) -> str:
     table = connection.ops.quote_name(model._meta.db_table)
-    targets = ", ".join(_column(model, name) for name in (*constant, *columns))
+    targets = ", ".join(column_of(model, name) for name in (*constant, *columns))
     picked = [f"%s::{_db_type(model, name)}" for name in constant]
     picked += [f"u.c{n}" for n in range(len(columns))]
     arrays = ", ".join(f"%b::{_db_type(model, name)}[]" for name in columns)
@@ -150,7 +146,7 @@ def _insert_many_sql(
         f" FROM unnest({arrays}) AS u ({names})"
     )
     if skip_taken:
-        sql += f" ON CONFLICT DO NOTHING RETURNING {_column(model, columns[0])}"
+        sql += f" ON CONFLICT DO NOTHING RETURNING {column_of(model, columns[0])}"
     return sql
 
 
@@ -158,10 +154,10 @@ def _insert_many_sql(
 def _update_many_sql(model: type[Model], returning: tuple[str, ...]) -> str:
     table = connection.ops.quote_name(model._meta.db_table)
     key, value, version, updated = (
-        _column(model, name) for name in ("key", "value", "version", "updated_at")
+        column_of(model, name) for name in ("key", "value", "version", "updated_at")
     )
     types = [_db_type(model, name) for name in ("key", "value", "version")]
-    result = ", ".join(f"t.{_column(model, name)}" for name in returning)
+    result = ", ".join(f"t.{column_of(model, name)}" for name in returning)
     # The rows are updated in the order of the arrays (a nested loop), which callers sort by key.
     return (
         f"UPDATE {table} AS t SET {value} = v.value, {version} = t.{version} + 1,"  # noqa: S608  # nosec B608
@@ -175,9 +171,9 @@ def _update_many_sql(model: type[Model], returning: tuple[str, ...]) -> str:
 @cache
 def _rows_by_pair_sql(model: type[Model], pair: tuple[str, str], columns: tuple[str, ...]) -> str:
     table = connection.ops.quote_name(model._meta.db_table)
-    first, second = (_column(model, name) for name in pair)
+    first, second = (column_of(model, name) for name in pair)
     types = [_db_type(model, name) for name in pair]
-    selected = ", ".join(f"r.{_column(model, name)}" for name in columns)
+    selected = ", ".join(f"r.{column_of(model, name)}" for name in columns)
     return (
         f"SELECT {selected} FROM unnest(%b::{types[0]}[], %b::{types[1]}[])"  # noqa: S608  # nosec B608
         f" AS p (a, b) JOIN {table} AS r ON r.{first} = p.a AND r.{second} = p.b"
