@@ -93,6 +93,16 @@ class Settings(BaseSettings):
     db_timeout: float = Field(5.0, gt=0, le=120, validation_alias="KV_DB_TIMEOUT")
     db_idle_timeout: float = Field(60.0, gt=0, validation_alias="KV_DB_IDLE_TIMEOUT")
     redis_timeout: float = Field(0.05, gt=0, le=5, validation_alias="KV_REDIS_TIMEOUT")
+    # migrate and purge-idempotency: how long to wait for a lock another replica holds (the
+    # migration lock, a table lock), and a statement bound, none by default (0).
+    migrate_lock_timeout: float = Field(
+        300.0, gt=0, le=86400, validation_alias="KV_MIGRATE_LOCK_TIMEOUT"
+    )
+    migrate_statement_timeout: float = Field(
+        0.0, ge=0, le=86400, validation_alias="KV_MIGRATE_STATEMENT_TIMEOUT"
+    )
+    # Rows purge-idempotency deletes per transaction: each batch holds its row locks briefly.
+    purge_batch_size: int = Field(1000, ge=1, le=100_000, validation_alias="KV_PURGE_BATCH_SIZE")
     # Seconds a client may take to send a request's headers (from its first byte, or from the
     # connection's opening), and then its body; past them the connection is closed
     # (app/server/protocol.py).

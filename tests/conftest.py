@@ -20,6 +20,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -146,6 +147,56 @@ def migrate(database_url: str, cwd: Path) -> None:
     )
     if result.returncode:
         raise RuntimeError(f"migrate failed:\n{result.stdout.decode()}{result.stderr.decode()}")
+
+
+_PG_ADMIN = "host=127.0.0.1 port=5432 user=postgres dbname=postgres"
+
+
+@contextlib.contextmanager
+def empty_database(backend: str) -> Iterator[tuple[str, Callable[[], Any]]]:
+    """A new, empty database: its URL, and a function opening an autocommit connection to it."""
+    import psycopg
+
+    name = f"kvkit_mig_{uuid.uuid4().hex[:8]}"
+    if backend == "postgres":
+        require(POSTGRES, "PostgreSQL")
+        with psycopg.connect(_PG_ADMIN, autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+        url = f"postgres://postgres@127.0.0.1:5432/{name}"
+
+        def connect() -> Any:
+            dsn = f"host=127.0.0.1 port=5432 user=postgres dbname={name}"
+            return psycopg.connect(dsn, autocommit=True)
+    else:
+        require(MARIADB, "MariaDB")
+        with mariadb_connection() as conn, conn.cursor() as cursor:
+            cursor.execute(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4")
+        url = f"mysql://root@127.0.0.1:3306/{name}"
+
+        def connect() -> Any:
+            return mariadb_connection(name)
+
+    try:
+        yield url, connect
+    finally:
+        if backend == "postgres":
+            with psycopg.connect(_PG_ADMIN, autocommit=True) as conn:
+                conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        else:
+            with mariadb_connection() as conn, conn.cursor() as cursor:
+                cursor.execute(f"DROP DATABASE IF EXISTS `{name}`")
+
+
+def execute(conn: Any, sql: str) -> Any:
+    """Run one statement on a psycopg or PyMySQL connection; the first row it returns."""
+    import psycopg
+
+    if isinstance(conn, psycopg.Connection):
+        cursor = conn.execute(sql)
+        return cursor.fetchone() if cursor.description else None
+    with conn.cursor() as cursor:
+        cursor.execute(sql)
+        return cursor.fetchone() if cursor.description else None
 
 
 @pytest.fixture(scope="session")

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
-from app.store.databases import database_config
+from app.store import setup
+from app.store.databases import database_config, maintenance_bounds, request_bounds
 
-DATABASES = {"default": database_config()}
+DATABASES = {
+    "default": database_config(
+        bounds=maintenance_bounds() if setup.maintenance else request_bounds()
+    )
+}
 INSTALLED_APPS = ["app.store.apps.StoreConfig"]
 USE_TZ = True
 TIME_ZONE = "UTC"

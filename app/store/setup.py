@@ -6,17 +6,26 @@ import os
 import threading
 
 _lock = threading.Lock()
-_done = False
+_done: bool | None = None  # None: not set up; else whether for maintenance
+
+# Read by app.store.django_settings when Django imports it.
+maintenance = False
 
 
-def setup_django() -> None:
-    """Point Django at kvkit's settings module and load the app registry (idempotent)."""
-    global _done
+def setup_django(*, for_maintenance: bool = False) -> None:
+    """Point Django at kvkit's settings module and load the app registry (idempotent).
+
+    `for_maintenance` (migrate, purge-idempotency) bounds connections by the maintenance
+    settings instead of KV_DB_TIMEOUT; a process is set up for one or the other, once."""
+    global _done, maintenance
     with _lock:
-        if _done:
+        if _done is not None:
+            if _done != for_maintenance:
+                raise RuntimeError("Django is already set up with the other connection bounds")
             return
+        maintenance = for_maintenance
         os.environ.setdefault("DJANGO_SETTINGS_MODULE", "app.store.django_settings")
         import django
 
         django.setup(set_prefix=False)
-        _done = True
+        _done = for_maintenance

@@ -4,13 +4,23 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 
 import psycopg
 import pytest
 
-from tests.conftest import MARIADB, POSTGRES, mariadb_connection, require, service_env
+from app.store.dialects.postgresql import _MIGRATION_LOCK
+from tests.conftest import (
+    MARIADB,
+    POSTGRES,
+    empty_database,
+    execute,
+    mariadb_connection,
+    require,
+    service_env,
+)
 
 _ADMIN = "host=127.0.0.1 port=5432 user=postgres dbname=postgres"
 
@@ -119,3 +129,98 @@ def test_migration_0003_keeps_values_and_records_past_the_request_timeout(tmp_pa
     finally:
         with psycopg.connect(_ADMIN, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+# ------------------------------------------------------------- migrate has bounds of its own
+
+
+def start_migrate(url: str, cwd: Path, **env: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "app", "migrate"],
+        cwd=cwd,
+        env=service_env(DATABASE_URL=url, **env),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+
+
+@pytest.mark.parametrize("backend", ["postgres", "mariadb"])
+def test_a_migrate_waiting_8_s_for_another_replicas_lock_succeeds(
+    backend: str, tmp_path: Path
+) -> None:
+    """Another replica holds the migration lock for 8 s, four times KV_DB_TIMEOUT: migrate
+    waits for it (the request timeouts do not apply) and then migrates."""
+    with empty_database(backend) as (url, connect), connect() as holder:
+        if backend == "postgres":
+            execute(holder, f"SELECT pg_advisory_lock({_MIGRATION_LOCK})")
+        else:
+            assert execute(holder, "SELECT GET_LOCK('kvkit-migrate', 0)") == (1,)
+        started = time.monotonic()
+        process = start_migrate(url, tmp_path, KV_DB_TIMEOUT="2")
+        try:
+            time.sleep(8)
+            assert process.poll() is None, process.communicate()[0].decode()  # still waiting
+        finally:
+            if backend == "postgres":
+                execute(holder, f"SELECT pg_advisory_unlock({_MIGRATION_LOCK})")
+            else:
+                execute(holder, "SELECT RELEASE_LOCK('kvkit-migrate')")
+        output = process.communicate(timeout=120)[0].decode()
+        assert process.returncode == 0, output
+        assert time.monotonic() - started >= 8
+        assert execute(holder, "SELECT count(*) FROM kv_maintenance_run") == (1,)
+
+
+# A migration step that takes 3 s: the first row migrate records in django_migrations waits
+# in a trigger. The table is made beforehand, as Django would make it, so the trigger is there.
+_SLOW_STEP = {
+    "postgres": [
+        "CREATE TABLE django_migrations (id bigserial PRIMARY KEY, app varchar(255) NOT NULL,"
+        " name varchar(255) NOT NULL, applied timestamptz NOT NULL)",
+        "CREATE SEQUENCE slow_once",
+        "CREATE FUNCTION slow_once() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
+        " IF nextval('slow_once') = 1 THEN PERFORM pg_sleep(3); END IF; RETURN NEW; END $$",
+        "CREATE TRIGGER slow_once BEFORE INSERT ON django_migrations FOR EACH ROW"
+        " EXECUTE FUNCTION slow_once()",
+    ],
+    "mariadb": [
+        "CREATE TABLE django_migrations (id bigint AUTO_INCREMENT PRIMARY KEY,"
+        " app varchar(255) NOT NULL, name varchar(255) NOT NULL, applied datetime(6) NOT NULL)",
+        "CREATE TABLE slow_once (n int)",
+        "CREATE TRIGGER slow_once BEFORE INSERT ON django_migrations FOR EACH ROW BEGIN"
+        " IF (SELECT count(*) FROM slow_once) = 0 THEN INSERT INTO slow_once VALUES (1);"
+        " DO SLEEP(3); END IF; END",
+    ],
+}
+
+
+@pytest.mark.parametrize("backend", ["postgres", "mariadb"])
+def test_a_migration_step_slower_than_the_request_timeout_succeeds(
+    backend: str, tmp_path: Path
+) -> None:
+    """A step that takes 3 s with KV_DB_TIMEOUT=1: migrate has no statement timeout unless
+    KV_MIGRATE_STATEMENT_TIMEOUT asks for one, and then it is that one."""
+    with empty_database(backend) as (url, connect), connect() as conn:
+        for statement in _SLOW_STEP[backend]:
+            execute(conn, statement)
+        process = start_migrate(url, tmp_path, KV_DB_TIMEOUT="1")
+        output = process.communicate(timeout=120)[0].decode()
+        assert process.returncode == 0, output
+        assert (
+            execute(
+                conn,
+                "SELECT count(*) FROM slow_once"
+                if backend == "mariadb"
+                else ("SELECT last_value FROM slow_once"),
+            )[0]
+            >= 1
+        )
+        assert execute(conn, "SELECT count(*) FROM kv_item") == (0,)
+
+    with empty_database(backend) as (url, connect), connect() as conn:
+        for statement in _SLOW_STEP[backend]:
+            execute(conn, statement)
+        process = start_migrate(url, tmp_path, KV_DB_TIMEOUT="1", KV_MIGRATE_STATEMENT_TIMEOUT="1")
+        output = process.communicate(timeout=120)[0].decode()
+        assert process.returncode != 0, output
+        assert "statement timeout" in output or "max_statement_time" in output, output

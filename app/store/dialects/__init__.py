@@ -7,12 +7,12 @@ from __future__ import annotations
 
 from django.db import connection
 
-from app.store.dialects.base import Dialect, ErrorKind
+from app.store.dialects.base import Bounds, Dialect, ErrorKind
 from app.store.dialects.mysql import MySQL
 from app.store.dialects.postgresql import PostgreSQL
 from app.store.dialects.sqlite import SQLite
 
-__all__ = ["Dialect", "ErrorKind", "current", "for_vendor"]
+__all__ = ["Bounds", "Dialect", "ErrorKind", "current", "for_vendor"]
 
 _BY_VENDOR: dict[str, Dialect] = {d.vendor: d for d in (PostgreSQL(), MySQL(), SQLite())}
 

@@ -5,12 +5,23 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, ClassVar
 
 from django.db import DatabaseError
 from django.db.models import Model
 from django.db.models.constants import OnConflict
+
+
+@dataclass(frozen=True, slots=True)
+class Bounds:
+    """How long a connection may take, in seconds: requests bound all three by KV_DB_TIMEOUT;
+    maintenance (migrate, purge) waits longer for locks and runs statements unbounded."""
+
+    connect: float
+    statement: float | None  # None: no limit
+    lock: float
 
 
 class ErrorKind(StrEnum):
@@ -41,9 +52,9 @@ class Dialect:
     # Idempotency-Key locks outlive the transaction that took them (release_claims ends them).
     claim_locks_outlive_transactions: ClassVar[bool] = False
 
-    def connection_options(self, timeout: float, given: Mapping[str, Any]) -> dict[str, Any]:
-        """Django OPTIONS: those `given` in DATABASE_URL, with connecting and every statement
-        bounded by `timeout` seconds (these win over any given)."""
+    def connection_options(self, bounds: Bounds, given: Mapping[str, Any]) -> dict[str, Any]:
+        """Django OPTIONS: those `given` in DATABASE_URL, with connecting, statements and lock
+        waits bounded as `bounds` says (these win over any given)."""
         raise NotImplementedError
 
     def classify(self, exc: DatabaseError) -> ErrorKind:
@@ -94,6 +105,7 @@ class Dialect:
         cursor.execute(sql, params)
 
     @contextmanager
-    def migration_lock(self, cursor: Any) -> Iterator[None]:
-        """Held while migrating, so replicas that migrate at once take turns."""
+    def migration_lock(self, cursor: Any, wait: float) -> Iterator[None]:
+        """Held while migrating, so replicas that migrate at once take turns; waits at most
+        `wait` seconds for another replica's migration."""
         yield

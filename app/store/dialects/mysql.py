@@ -9,7 +9,7 @@ from typing import Any
 
 from django.db import DatabaseError, InterfaceError
 
-from app.store.dialects.base import Dialect, ErrorKind
+from app.store.dialects.base import Bounds, Dialect, ErrorKind
 
 # Server error numbers (MariaDB's and MySQL's own, which PyMySQL passes on as args[0]).
 _TIMEOUTS = {1205, 1969, 3024}  # lock wait timeout, max_statement_time, max_execution_time
@@ -18,7 +18,6 @@ _DUPLICATE_ENTRY = 1062
 # Client errors (can't connect, server gone, connection lost, ...) and server refusals
 # (too many connections, shutting down, connection killed).
 _UNAVAILABLE = {2002, 2003, 2006, 2013, 2055, 1040, 1053, 1927}
-_MIGRATION_LOCK_WAIT_SECONDS = 300
 
 
 def _errno(exc: BaseException) -> int | None:
@@ -36,21 +35,24 @@ class MySQL(Dialect):
     binary_collation = "utf8mb4_bin"
     claim_locks_outlive_transactions = True
 
-    def connection_options(self, timeout: float, given: Mapping[str, Any]) -> dict[str, Any]:
-        seconds = max(1, math.ceil(timeout))
+    def connection_options(self, bounds: Bounds, given: Mapping[str, Any]) -> dict[str, Any]:
+        lock = max(1, math.ceil(bounds.lock))
+        statement = max(1, math.ceil(bounds.statement)) if bounds.statement is not None else 0
         # The server gives up on a statement or a lock wait first and says why; the socket
-        # timeouts, a second later, catch a server that stopped answering altogether.
-        # /*M! ... */ is run by MariaDB only: MySQL has no max_statement_time.
+        # timeouts, a second later, catch a server that stopped answering altogether. Without a
+        # statement bound (maintenance) a reply may take as long as the work: no socket timeout.
+        # /*M! ... */ is run by MariaDB only: MySQL has no max_statement_time (0: no limit).
         limits = (
-            f"SET SESSION innodb_lock_wait_timeout={seconds}, lock_wait_timeout={seconds}"
-            f" /*M!, max_statement_time={seconds} */"
+            f"SET SESSION innodb_lock_wait_timeout={lock}, lock_wait_timeout={lock}"
+            f" /*M!, max_statement_time={statement} */"
         )
+        socket_timeout = max(statement, lock) + 1 if statement else None
         return {
             **given,
             "charset": "utf8mb4",
-            "connect_timeout": seconds,
-            "read_timeout": seconds + 1,
-            "write_timeout": seconds + 1,
+            "connect_timeout": max(1, math.ceil(bounds.connect)),
+            "read_timeout": socket_timeout,
+            "write_timeout": socket_timeout,
             "isolation_level": "read committed",
             "init_command": limits,
         }
@@ -83,8 +85,8 @@ class MySQL(Dialect):
             )
 
     @contextmanager
-    def migration_lock(self, cursor: Any) -> Iterator[None]:
-        cursor.execute("SELECT GET_LOCK('kvkit-migrate', %s)", [_MIGRATION_LOCK_WAIT_SECONDS])
+    def migration_lock(self, cursor: Any, wait: float) -> Iterator[None]:
+        cursor.execute("SELECT GET_LOCK('kvkit-migrate', %s)", [max(1, math.ceil(wait))])
         if cursor.fetchone()[0] != 1:
             raise RuntimeError("timed out waiting for another migration to finish")
         try:

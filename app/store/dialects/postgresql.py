@@ -14,7 +14,7 @@ from django.db.models import Model
 from django.db.models.constants import OnConflict
 
 from app.store.compiled import column_of, field_of
-from app.store.dialects.base import Dialect, ErrorKind
+from app.store.dialects.base import Bounds, Dialect, ErrorKind
 
 _TIMEOUTS = {"57014", "55P03"}  # query_canceled (statement_timeout), lock_not_available
 _CONFLICTS = {"40P01", "40001", "23505"}  # deadlock, serialization failure, unique violation
@@ -31,6 +31,10 @@ def _sqlstate(exc: BaseException) -> str | None:
     return state if isinstance(state, str) else None
 
 
+def _millis(seconds: float) -> int:
+    return max(1, int(seconds * 1000))
+
+
 def _number(lock: bytes) -> int:
     return int.from_bytes(lock, "big", signed=True)
 
@@ -41,13 +45,13 @@ class PostgreSQL(Dialect):
     has_batch_statements = True
     insert_conflict = OnConflict.IGNORE
 
-    def connection_options(self, timeout: float, given: Mapping[str, Any]) -> dict[str, Any]:
-        millis = int(timeout * 1000)
+    def connection_options(self, bounds: Bounds, given: Mapping[str, Any]) -> dict[str, Any]:
+        statement = _millis(bounds.statement) if bounds.statement is not None else 0  # 0: none
         return {
             "application_name": "kvkit",
             **given,
-            "connect_timeout": max(1, math.ceil(timeout)),
-            "options": f"-c statement_timeout={millis} -c lock_timeout={millis}",
+            "connect_timeout": max(1, math.ceil(bounds.connect)),
+            "options": f"-c statement_timeout={statement} -c lock_timeout={_millis(bounds.lock)}",
             # Server-side binding, so queries a connection repeats become prepared statements.
             "server_side_binding": True,
             "prepare_threshold": 5,
@@ -78,8 +82,12 @@ class PostgreSQL(Dialect):
         return [bool(row[0]) for row in cursor.fetchall()]
 
     @contextmanager
-    def migration_lock(self, cursor: Any) -> Iterator[None]:
+    def migration_lock(self, cursor: Any, wait: float) -> Iterator[None]:
+        # lock_timeout bounds the wait for an advisory lock like any other; this connection's
+        # own (the maintenance bound) may differ from `wait`, so it is set for this wait alone.
+        cursor.execute("SELECT set_config('lock_timeout', %s, false)", [f"{_millis(wait)}ms"])
         cursor.execute("SELECT pg_advisory_lock(%s)", [_MIGRATION_LOCK])
+        cursor.execute("RESET lock_timeout")
         try:
             yield
         finally:

@@ -9,7 +9,7 @@ from typing import Any
 from django.db import DatabaseError, connection
 from django.db.models.constants import OnConflict
 
-from app.store.dialects.base import Dialect, ErrorKind
+from app.store.dialects.base import Bounds, Dialect, ErrorKind
 
 _BUSY = {sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED}
 _UNAVAILABLE = {sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_IOERR, sqlite3.SQLITE_FULL}
@@ -27,10 +27,10 @@ class SQLite(Dialect):
     binary_collation = "BINARY"
     insert_conflict = OnConflict.IGNORE
 
-    def connection_options(self, timeout: float, given: Mapping[str, Any]) -> dict[str, Any]:
+    def connection_options(self, bounds: Bounds, given: Mapping[str, Any]) -> dict[str, Any]:
         return {
             **given,
-            "timeout": timeout,  # how long to wait for the write lock
+            "timeout": bounds.lock,  # how long to wait for the write lock
             # BEGIN IMMEDIATE: a write transaction holds the write lock from its first statement,
             # so two of them never deadlock upgrading read locks, and it serialises claims.
             "transaction_mode": "IMMEDIATE",
