@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -33,6 +35,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     from app.ratelimit.factory import build_limiter
     from app.ratelimit.redis import RedisLimiter
     from app.security.identity import ApiKeys
+    from app.services.maintenance import export_last_purge
     from app.store.db import configure_db_threads, shutdown_db_threads
 
     limiter = build_limiter(settings)
@@ -47,7 +50,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             settings.db_queue_size,
         )
         metrics_server = exporter.serve_in_process(settings.metrics_port)
+        maintenance = asyncio.create_task(export_last_purge(), name="kvkit-maintenance")
         yield
+        maintenance.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await maintenance
         if metrics_server is not None:
             metrics_server.shutdown()
             metrics_server.server_close()

@@ -63,6 +63,12 @@ DB_DURATION = Histogram(
     ["operation"],
     buckets=LATENCY_BUCKETS,
 )
+PURGE_LAST_SUCCESS = Gauge(
+    "kvkit_idempotency_purge_last_success_timestamp_seconds",
+    "When purge-idempotency last succeeded (Unix time), as recorded in the database; the"
+    " schema's creation counts as the first.",
+    multiprocess_mode="max",
+)
 REDIS_ERRORS = Counter(
     "kvkit_redis_errors_total",
     "Failed Redis commands.",

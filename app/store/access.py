@@ -7,8 +7,9 @@ database metrics label each job by what it does.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 
-from app.store import items, writes
+from app.store import items, maintenance, writes
 from app.store.db import run_db
 from app.store.records import ItemRecord, Outcome, Write
 
@@ -28,6 +29,11 @@ async def list_items(limit: int, after: str | None, prefix: str | None) -> list[
 
 async def ping() -> None:
     await run_db("ping", items.ping)
+
+
+async def last_purge() -> datetime | None:
+    """When purge-idempotency last succeeded (app/store/maintenance.py)."""
+    return await run_db("maintenance", maintenance.last_success, maintenance.PURGE_TASK)
 
 
 async def write(batch: Sequence[Write]) -> list[Outcome]:

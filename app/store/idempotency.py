@@ -16,7 +16,6 @@ from typing import Any
 
 from django.db import DatabaseError, connection
 from django.db.models.sql import InsertQuery
-from django.utils import timezone
 
 from app.store import dialects
 from app.store.compiled import Param, Statement, field_of
@@ -178,9 +177,3 @@ def _row(claim: Claim, outcome: Outcome, now: datetime) -> dict[str, Any]:
         "expires_at": now + timedelta(seconds=claim.ttl_seconds),
         "created_at": now,
     }
-
-
-def purge_expired() -> int:
-    """Delete expired records; returns how many."""
-    deleted, _ = IdempotencyRecord.objects.filter(expires_at__lte=timezone.now()).delete()
-    return deleted

@@ -49,3 +49,16 @@ class IdempotencyRecord(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["client", "key"], name="kv_idempotency_client_key")
         ]
+
+
+class MaintenanceRun(models.Model):
+    """When a maintenance task (a purge) last succeeded, for the service to export: the task
+    runs in its own short-lived process, which nothing scrapes."""
+
+    task = models.CharField(primary_key=True, max_length=64)
+    succeeded_at = models.DateTimeField()
+    deleted = models.BigIntegerField(default=0)  # rows the last successful run removed
+
+    class Meta:
+        app_label = "kvstore"
+        db_table = "kv_maintenance_run"
