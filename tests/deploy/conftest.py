@@ -2,27 +2,42 @@
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-from tests.deploy.tools import run_tool
+from tests.deploy.tools import REPO, run_tool
 
 OVERLAYS = ("dev", "prod")
 
 Manifests = list[dict[str, Any]]
 
 
+def user_copy_of_k8s(destination: Path) -> Path:
+    """k8s/ as a user has it after following the README: each overlay's secrets.env made from
+    its example (prod's is never committed)."""
+    tree = destination / "k8s"
+    shutil.copytree(REPO / "k8s", tree)
+    for example in tree.glob("overlays/*/secrets.env.example"):
+        target = example.with_suffix("")
+        if not target.exists():
+            shutil.copy(example, target)
+    return tree
+
+
 @pytest.fixture(scope="session")
-def kustomize() -> Callable[[str], Manifests]:
+def kustomize(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Manifests]:
     """Render a kustomization under k8s/ (once per test run) into its list of manifests."""
+    tree = user_copy_of_k8s(tmp_path_factory.mktemp("kustomize"))
     rendered: dict[str, Manifests] = {}
 
     def render(path: str) -> Manifests:
         if path not in rendered:
-            result = run_tool("kubectl", "kustomize", f"k8s/{path}")
+            result = run_tool("kubectl", "kustomize", str(tree / path))
             assert result.returncode == 0, result.stderr
             rendered[path] = [doc for doc in yaml.safe_load_all(result.stdout) if doc]
         return rendered[path]

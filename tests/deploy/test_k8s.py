@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,8 @@ import yaml
 from tests.deploy.settings import is_known_setting
 from tests.deploy.tools import REPO, run_tool
 
-KUBERNETES_VERSION = "1.33.0"
+# The oldest version the README supports (preStop.sleep is beta from 1.30) and a current one.
+KUBERNETES_VERSIONS = ("1.30.0", "1.33.0")
 WORKLOAD_KINDS = {"Deployment", "StatefulSet", "DaemonSet", "Job", "CronJob"}
 LONG_RUNNING_KINDS = {"Deployment", "StatefulSet", "DaemonSet"}
 GUNICORN_GRACEFUL_TIMEOUT_DEFAULT = 20
@@ -44,11 +46,11 @@ def workloads(manifests: list[Manifest], kinds: set[str] = WORKLOAD_KINDS) -> li
 
 
 def containers(
-    manifests: list[Manifest], kinds: set[str] = WORKLOAD_KINDS
+    manifests: list[Manifest], kinds: set[str] = WORKLOAD_KINDS, *, init: bool = True
 ) -> Iterator[tuple[Manifest, dict[str, Any]]]:
     for workload in workloads(manifests, kinds):
         spec = pod_template(workload)["spec"]
-        for container in spec.get("initContainers", []) + spec["containers"]:
+        for container in (spec.get("initContainers", []) if init else []) + spec["containers"]:
             yield workload, container
 
 
@@ -75,27 +77,30 @@ def container_env(manifests: list[Manifest], container: dict[str, Any]) -> dict[
     return env
 
 
-def test_manifests_pass_strict_schema_validation(manifests: list[Manifest], tmp_path: Path) -> None:
-    """Every rendered object is valid, with no unknown fields, for the target Kubernetes version."""
+@pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
+def test_manifests_pass_strict_schema_validation(
+    manifests: list[Manifest], tmp_path: Path, version: str
+) -> None:
+    """Every rendered object is valid, with no unknown fields, from the oldest supported
+    Kubernetes version on."""
     rendered = tmp_path / "rendered.yaml"
     rendered.write_text(yaml.safe_dump_all(manifests))
-    args = ("--strict", "--quiet", "-k", KUBERNETES_VERSION, str(rendered))
-    result = run_tool("kubernetes-validate", *args)
+    result = run_tool("kubernetes-validate", "--strict", "--quiet", "-k", version, str(rendered))
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_example_secret_passes_strict_schema_validation() -> None:
-    """The documented example Secret is itself a valid object."""
-    args = ("--strict", "--quiet", "-k", KUBERNETES_VERSION, "k8s/base/secret.example.yaml")
-    result = run_tool("kubernetes-validate", *args)
-    assert result.returncode == 0, result.stdout + result.stderr
+def test_the_minimum_kubernetes_version_is_stated_where_users_read() -> None:
+    """preStop.sleep and unhealthyPodEvictionPolicy need 1.30: the README and the base say so."""
+    assert "Kubernetes 1.30" in (REPO / "README.md").read_text()
+    assert "Kubernetes 1.30" in (REPO / "k8s/base/kustomization.yaml").read_text()
 
 
 def test_long_running_containers_have_liveness_and_readiness_probes(
     manifests: list[Manifest],
 ) -> None:
-    """Every long-running container declares both probes, and they differ."""
-    for workload, container in containers(manifests, LONG_RUNNING_KINDS):
+    """Every long-running container declares both probes, and they differ (initContainers run
+    to completion and take no probes)."""
+    for workload, container in containers(manifests, LONG_RUNNING_KINDS, init=False):
         where = f"{workload['metadata']['name']}/{container['name']}"
         assert "livenessProbe" in container, where
         assert "readinessProbe" in container, where
@@ -184,12 +189,75 @@ def test_every_pod_uses_the_runtime_default_seccomp_profile(manifests: list[Mani
         assert context["seccompProfile"]["type"] == "RuntimeDefault", workload["metadata"]["name"]
 
 
-def test_namespace_enforces_the_restricted_pod_security_standard(
-    manifests: list[Manifest],
-) -> None:
+def test_namespace_enforces_the_restricted_pod_security_standard(kustomize: Render) -> None:
     """The namespace rejects pods that do not meet the restricted standard."""
-    (namespace,) = of_kind(manifests, "Namespace")
+    (namespace,) = of_kind(kustomize("namespace"), "Namespace")
     assert namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
+
+
+def test_no_overlay_deletes_the_namespace_or_a_hand_made_secret(manifests: list[Manifest]) -> None:
+    """`kubectl delete -k` deletes what the overlay renders: never the namespace (and with it
+    every Secret made there by hand), and no Secret but the one generated under a hashed name."""
+    assert not of_kind(manifests, "Namespace")
+    for secret in of_kind(manifests, "Secret"):
+        base, _, suffix = secret["metadata"]["name"].rpartition("-")
+        assert base and len(suffix) == 10 and suffix.isalnum(), secret["metadata"]["name"]
+
+
+def test_a_changed_secret_rolls_the_api_pods(kustomize: Render, tmp_path: Path) -> None:
+    """The pods name their Secret by a hash of its contents: changing a value changes the pod
+    template, so the Deployment rolls."""
+    from tests.deploy.conftest import user_copy_of_k8s
+
+    tree = user_copy_of_k8s(tmp_path)
+    secrets = tree / "overlays/prod/secrets.env"
+    secrets.write_text(secrets.read_text().replace("change-me-to-a-long-random-key-2", "k" * 32))
+    result = run_tool("kubectl", "kustomize", str(tree / "overlays/prod"))
+    assert result.returncode == 0, result.stderr
+    changed = api([doc for doc in yaml.safe_load_all(result.stdout) if doc])
+    before = api(kustomize("overlays/prod"))
+    assert pod_template(changed) != pod_template(before)
+    assert changed["metadata"]["name"] == before["metadata"]["name"]
+
+
+def readme_apply_steps() -> list[str]:
+    """The kustomizations the README's Kubernetes section applies, in order."""
+    text = (REPO / "README.md").read_text()
+    return re.findall(r"^\s*kubectl apply -k (k8s/\S+)", text, flags=re.MULTILINE)
+
+
+@pytest.mark.parametrize("overlay_name", ["dev", "prod"])
+def test_following_the_readme_on_an_empty_cluster_applies(
+    kustomize: Render, overlay_name: str
+) -> None:
+    """Each step of the README, applied in order to an empty cluster, finds everything it needs:
+    its namespace exists (made by an earlier step or the same one) and every ConfigMap and
+    Secret a pod reads is in the same step, so nothing has to be made by hand first."""
+    steps = [
+        step for step in readme_apply_steps() if "overlays" not in step or overlay_name in step
+    ]
+    assert steps and steps[-1] == f"k8s/overlays/{overlay_name}", steps
+    namespaces: set[str] = set()
+    for step in steps:
+        rendered = kustomize(step.removeprefix("k8s/"))
+        namespaces |= {m["metadata"]["name"] for m in of_kind(rendered, "Namespace")}
+        present = {(m["kind"], m["metadata"]["name"]) for m in rendered}
+        for manifest in rendered:
+            if manifest["kind"] != "Namespace":
+                assert manifest["metadata"].get("namespace") in namespaces, (step, manifest)
+        for _, container in containers(rendered):
+            for source in container.get("envFrom", []):
+                kind, ref = next(iter(source.items()))
+                wanted = ("ConfigMap" if kind == "configMapRef" else "Secret", ref["name"])
+                assert wanted in present, (step, wanted)
+
+
+def test_the_autoscaler_alone_owns_the_replica_count(manifests: list[Manifest]) -> None:
+    """A Deployment an HPA scales has no spec.replicas, so `kubectl apply` never snaps a
+    scaled-out Deployment back to a fixed count."""
+    for hpa in of_kind(manifests, "HorizontalPodAutoscaler"):
+        target = hpa["spec"]["scaleTargetRef"]
+        assert "replicas" not in named(manifests, target["kind"], target["name"])["spec"]
 
 
 def test_every_image_is_pinned_to_a_version_tag(manifests: list[Manifest]) -> None:
@@ -220,7 +288,7 @@ def test_api_and_migration_do_not_use_the_default_service_account(
     manifests: list[Manifest],
 ) -> None:
     """kvkit's own pods run under their own ServiceAccount."""
-    for name in ("kvkit-api", "kvkit-migrate"):
+    for name in ("kvkit-api", "kvkit-purge-idempotency"):
         workload = next(m for m in workloads(manifests) if m["metadata"]["name"] == name)
         assert pod_template(workload)["spec"]["serviceAccountName"] == "kvkit"
 
@@ -232,9 +300,11 @@ def test_pdb_selects_exactly_the_api_pods(manifests: list[Manifest]) -> None:
 
 
 def test_pdb_allows_one_pod_to_be_evicted(manifests: list[Manifest]) -> None:
-    """Node drains can always proceed, whatever the replica count."""
+    """Node drains can always proceed, whatever the replica count, and unready pods never
+    block them."""
     (pdb,) = of_kind(manifests, "PodDisruptionBudget")
     assert pdb["spec"]["maxUnavailable"] == 1
+    assert pdb["spec"]["unhealthyPodEvictionPolicy"] == "AlwaysAllow"
 
 
 def test_every_service_selects_pods_of_some_workload(manifests: list[Manifest]) -> None:
@@ -396,16 +466,14 @@ def test_prometheus_annotations_point_at_the_metrics_route(manifests: list[Manif
 
 
 def test_config_and_secret_references_resolve(manifests: list[Manifest]) -> None:
-    """Every ConfigMap is rendered; Secrets are rendered or documented in the example."""
+    """Every ConfigMap and Secret a container reads is rendered by the overlay."""
     rendered = {(m["kind"], m["metadata"]["name"]) for m in manifests}
-    example = yaml.safe_load((REPO / "k8s/base/secret.example.yaml").read_text())
     for _, container in containers(manifests):
         for source in container.get("envFrom", []):
             if "configMapRef" in source:
                 assert ("ConfigMap", source["configMapRef"]["name"]) in rendered
             else:
-                name = source["secretRef"]["name"]
-                assert ("Secret", name) in rendered or name == example["metadata"]["name"]
+                assert ("Secret", source["secretRef"]["name"]) in rendered
 
 
 def test_api_environment_names_only_known_settings(manifests: list[Manifest]) -> None:
@@ -424,19 +492,70 @@ def test_secrets_are_not_in_the_config_map(manifests: list[Manifest]) -> None:
         assert not {"DATABASE_URL", "REDIS_URL", "KV_API_KEYS"} & set(config["data"])
 
 
-def test_migration_job_runs_migrate_with_the_api_image(manifests: list[Manifest]) -> None:
-    """The Job applies migrations using the exact image the API runs."""
-    job = named(manifests, "Job", "kvkit-migrate")
-    (container,) = pod_template(job)["spec"]["containers"]
-    assert container["command"] == ["python", "-m", "app", "migrate"]
-    assert container["image"] == api_container(manifests)["image"]
-    assert job["spec"]["backoffLimit"] > 0
-    assert job["spec"]["ttlSecondsAfterFinished"] > 0
+def test_api_pods_migrate_before_they_serve(manifests: list[Manifest]) -> None:
+    """Every new API pod runs migrate in an initContainer, with the API's image, settings and
+    secrets, before its server starts: no pod serves before its schema exists, and there is no
+    Job whose immutable template a later apply would trip over."""
+    spec = pod_template(api(manifests))["spec"]
+    (init,) = spec["initContainers"]
+    server = spec["containers"][0]
+    assert init["command"] == ["python", "-m", "app", "migrate"]
+    assert init["image"] == server["image"]
+    assert init["envFrom"] == server["envFrom"]
+    assert init["securityContext"] == server["securityContext"]
+    assert not of_kind(manifests, "Job")
 
 
-def test_prod_runs_at_least_three_replicas(kustomize: Render) -> None:
-    """Production keeps three API pods, enough to lose one during a rollout or a drain."""
-    assert api(kustomize("overlays/prod"))["spec"]["replicas"] >= 3
+def test_expired_idempotency_records_are_purged_hourly(manifests: list[Manifest]) -> None:
+    """A CronJob runs purge-idempotency with the API's image and settings, one at a time, with
+    a deadline for a missed start, bounded resources and the API's security context."""
+    cron = named(manifests, "CronJob", "kvkit-purge-idempotency")
+    assert cron["spec"]["concurrencyPolicy"] == "Forbid"
+    assert 0 < cron["spec"]["startingDeadlineSeconds"] <= 3600
+    (container,) = pod_template(cron)["spec"]["containers"]
+    server = api_container(manifests)
+    assert container["command"] == ["python", "-m", "app", "purge-idempotency"]
+    assert container["image"] == server["image"]
+    assert container["envFrom"] == server["envFrom"]
+    assert container["securityContext"] == server["securityContext"]
+    assert container["resources"]["limits"] and container["resources"]["requests"]
+    job = cron["spec"]["jobTemplate"]["spec"]
+    assert 0 < job["activeDeadlineSeconds"] < 3600  # over before the next hourly run is due
+
+
+def egress_rules(manifests: list[Manifest]) -> Iterator[tuple[str, dict[str, Any]]]:
+    for policy in of_kind(manifests, "NetworkPolicy"):
+        if policy["spec"]["podSelector"]["matchLabels"].get("app.kubernetes.io/name") == "kvkit":
+            for rule in policy["spec"].get("egress", []):
+                yield policy["metadata"]["name"], rule
+
+
+def test_dns_egress_goes_to_the_cluster_dns_only(manifests: list[Manifest]) -> None:
+    """Port 53 is open towards kube-dns, not towards any resolver an attacker may run."""
+    for name, rule in egress_rules(manifests):
+        if any(port["port"] == 53 for port in rule["ports"]):
+            (peer,) = rule["to"]
+            assert peer["podSelector"]["matchLabels"] == {"k8s-app": "kube-dns"}, name
+
+
+def test_dev_egress_reaches_only_its_database_redis_and_collector(kustomize: Render) -> None:
+    """In development every egress rule names its peers: kvkit's pods reach this overlay's
+    PostgreSQL and Redis pods and a collector, no other address on those ports."""
+    manifests = kustomize("overlays/dev")
+    peers: dict[int, set[str]] = {}
+    for name, rule in egress_rules(manifests):
+        assert rule.get("to"), f"{name}: an egress rule open to any address"
+        for port in rule["ports"]:
+            for peer in rule["to"]:
+                assert "ipBlock" not in peer, name
+                labels = peer["podSelector"]["matchLabels"]
+                peers.setdefault(port["port"], set()).add(labels.get("app.kubernetes.io/name", ""))
+    assert peers[5432] == {"postgres"} and peers[6379] == {"redis"}
+    assert peers[4318] == {"opentelemetry-collector"}
+    pods = {
+        m["metadata"]["name"]: pod_template(m)["metadata"]["labels"] for m in workloads(manifests)
+    }
+    assert pods["postgres"]["app.kubernetes.io/name"] == "postgres"
 
 
 def test_prod_autoscaler_targets_the_api_deployment(kustomize: Render) -> None:
@@ -458,7 +577,7 @@ def test_prod_runs_no_database_in_the_cluster(kustomize: Render) -> None:
 def test_dev_runs_one_api_replica_without_an_autoscaler(kustomize: Render) -> None:
     """Development runs a single API pod that no HPA rescales."""
     manifests = kustomize("overlays/dev")
-    assert api(manifests)["spec"]["replicas"] == 1
+    assert api(manifests)["spec"]["replicas"] == 1  # no HPA here to own the count
     assert not of_kind(manifests, "HorizontalPodAutoscaler")
 
 
