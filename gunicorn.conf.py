@@ -88,7 +88,9 @@ def when_ready(server: Any) -> None:
     """With KV_METRICS_PORT set, the master serves /metrics there, for every worker at once
     (app/observability/exporter.py); the workers then serve none."""
     from app.config import get_settings
+    from app.observability.exposition import set_server_root
 
+    set_server_root(os.getpid())
     port = get_settings().metrics_port
     if port is not None:
         from app.observability.exporter import serve
@@ -118,9 +120,11 @@ def post_fork(server: Any, worker: Any) -> None:
     tracing starts here because exporter threads do not survive a fork.
     """
     from app.observability import exporter
+    from app.observability.exposition import set_server_root
     from app.observability.tracing import init_worker
     from app.server.worker import apply_connection_limits
 
+    set_server_root(os.getppid())  # a worker answering /metrics sums the master's tree
     exporter.leave_to_master()
     apply_connection_limits(worker)
     init_worker()

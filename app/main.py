@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from starlette.routing import Route
 
 import app as package
 from app.config import Settings, get_settings
@@ -31,6 +32,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     from app.api.middleware import BodyLimitMiddleware, RequestIdMiddleware
     from app.api.problems import install_problem_handlers
     from app.observability import exporter
+    from app.observability.metrics import initialise_counters
     from app.observability.middleware import ObservabilityMiddleware
     from app.ratelimit.factory import build_limiter
     from app.ratelimit.redis import RedisLimiter
@@ -96,7 +98,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         GuardMiddleware, keys=keys, trusted=settings.trusted_proxies, limiter=limiter
     )
     api.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
-    api.add_middleware(ObservabilityMiddleware, routes=[r for rs in routers for r in rs.routes])
+    routes = [route for router in routers for route in router.routes]
+    initialise_counters(
+        (method, route.path)
+        for route in routes
+        if isinstance(route, Route)
+        for method in route.methods or ()
+    )
+    api.add_middleware(ObservabilityMiddleware, routes=routes)
     api.add_middleware(RequestIdMiddleware)
     tracing.instrument_app(api)
     tune_garbage_collector()  # last: everything built so far lives as long as the process

@@ -16,6 +16,16 @@ from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
 from prometheus_client import multiprocess as prometheus_multiprocess
 
 from app.config import get_settings
+from app.observability.processes import ServerProcessCollector
+
+# The process whose tree the process_* metrics sum: the gunicorn master (gunicorn.conf.py sets
+# it in the master and in each worker); unset, this process.
+_server_root: int | None = None
+
+
+def set_server_root(pid: int) -> None:
+    global _server_root
+    _server_root = pid
 
 
 def collect() -> bytes:
@@ -23,6 +33,7 @@ def collect() -> bytes:
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         registry = CollectorRegistry()  # a fresh one per scrape, as prometheus-client requires
         prometheus_multiprocess.MultiProcessCollector(registry)
+        registry.register(ServerProcessCollector(_server_root or os.getpid()))
         return generate_latest(registry)
     return generate_latest(REGISTRY)
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import functools
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import TypeVar
 
@@ -57,6 +57,21 @@ DB_WRITES = Counter(
     " batch), shared (sent together, one transaction), alone (a transaction of its own).",
     ["path"],
 )
+DB_THREADS = Gauge(
+    "kvkit_db_threads",
+    "Database threads (KV_DB_THREADS per worker), so busy threads can be read as a fraction.",
+    multiprocess_mode="livesum",
+)
+DB_THREADS_BUSY = Gauge(
+    "kvkit_db_threads_busy",
+    "Database threads running a job now; all of them busy means jobs queue.",
+    multiprocess_mode="livesum",
+)
+DB_CONNECTIONS = Gauge(
+    "kvkit_db_connections_open",
+    "Database connections the database threads hold open (at most one per thread).",
+    multiprocess_mode="livesum",
+)
 DB_DURATION = Histogram(
     "kvkit_db_duration_seconds",
     "Time of one database job, including the wait for a database thread.",
@@ -67,7 +82,7 @@ PURGE_LAST_SUCCESS = Gauge(
     "kvkit_idempotency_purge_last_success_timestamp_seconds",
     "When purge-idempotency last succeeded (Unix time), as recorded in the database; the"
     " schema's creation counts as the first.",
-    multiprocess_mode="max",
+    multiprocess_mode="livemax",
 )
 REDIS_ERRORS = Counter(
     "kvkit_redis_errors_total",
@@ -80,6 +95,28 @@ REDIS_DURATION = Histogram(
     ["operation"],
     buckets=LATENCY_BUCKETS,
 )
+
+
+# Every value a label can take where it is fixed by the code: each child is created at 0 at
+# start, so panels show 0 rather than "No data" and rate() sees the first increment.
+KNOWN_LABELS: dict[Counter, tuple[tuple[str, ...], ...]] = {
+    RATELIMIT_DECISIONS: (("allowed",), ("limited",), ("degraded",)),
+    IDEMPOTENCY_EVENTS: (("replayed",), ("key_reused",), ("in_progress",)),
+    DB_ERRORS: (("unavailable",), ("timeout",), ("conflict",), ("other",), ("overloaded",)),
+    DB_WRITES: (("one_statement",), ("shared",), ("alone",)),
+    REDIS_ERRORS: (("ping",), ("evalsha",)),
+}
+STATUS_CLASSES = ("2xx", "4xx", "5xx")
+
+
+def initialise_counters(routes: Iterable[tuple[str, str]]) -> None:
+    """Create every known child at 0, and the request counters of each (method, route)."""
+    for metric, values in KNOWN_LABELS.items():
+        for value in values:
+            labelled(metric, *value)
+    for method, route in routes:
+        for status_class in STATUS_CLASSES:
+            labelled(HTTP_REQUESTS, method, route, status_class)
 
 
 @functools.cache

@@ -31,7 +31,14 @@ from typing import Any, ParamSpec, TypeVar
 from django.db import DatabaseError, close_old_connections, connections
 
 from app.config import get_settings
-from app.observability.metrics import DB_DURATION, DB_ERRORS, labelled
+from app.observability.metrics import (
+    DB_CONNECTIONS,
+    DB_DURATION,
+    DB_ERRORS,
+    DB_THREADS,
+    DB_THREADS_BUSY,
+    labelled,
+)
 from app.store import dialects
 from app.store.dialects import ErrorKind
 from app.store.errors import (
@@ -90,6 +97,7 @@ class DatabaseThreads:
         ]
         for thread in self._threads:
             thread.start()
+        DB_THREADS.inc(threads)
 
     async def run(self, fn: Callable[[], T]) -> T:
         loop = asyncio.get_running_loop()
@@ -117,6 +125,7 @@ class DatabaseThreads:
             self._jobs.put(None)
         for thread in self._threads:
             thread.join(timeout=self.timeout + DEADLINE_MARGIN_SECONDS)
+        DB_THREADS.dec(len(self._threads))
 
     def begin_commit(self, job: _Job) -> None:
         """Let `job` send its COMMIT, unless its caller was answered already."""
@@ -193,14 +202,17 @@ class DatabaseThreads:
 
     def _work(self) -> None:
         seen_failures = _failures.value
+        held = _ConnectionGauge()
         while True:
             try:
                 job = self._jobs.get(timeout=self.idle_timeout)
             except queue.Empty:
                 connections.close_all()  # idle: give the connection back to the server
+                held.update()
                 job = self._jobs.get()
             if job is None:
                 connections.close_all()
+                held.update()
                 return
             if not self._take(job):
                 continue
@@ -208,6 +220,7 @@ class DatabaseThreads:
                 connections.close_all()
                 seen_failures = _failures.value
             _running.job, _running.threads = job, self
+            DB_THREADS_BUSY.inc()
             try:
                 result = _run_job(job.fn)
             except BaseException as exc:  # handed to the awaiting caller
@@ -216,9 +229,24 @@ class DatabaseThreads:
                 outcome = (result, None)
             finally:
                 _running.job = None
+                DB_THREADS_BUSY.dec()
+                held.update()
             if self._finish(job):
                 with contextlib.suppress(RuntimeError):  # the loop has closed: nobody waits
                     job.loop.call_soon_threadsafe(_settle, job.future, *outcome)
+
+
+class _ConnectionGauge:
+    """One database thread's share of kvkit_db_connections_open: 1 while it holds one."""
+
+    def __init__(self) -> None:
+        self.held = False
+
+    def update(self) -> None:
+        held = connections["default"].connection is not None
+        if held != self.held:
+            DB_CONNECTIONS.inc(1 if held else -1)
+            self.held = held
 
 
 def _settle(future: asyncio.Future[Any], result: Any, exc: BaseException | None) -> None:

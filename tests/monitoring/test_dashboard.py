@@ -15,6 +15,7 @@ DASHBOARD = MONITORING / "grafana" / "dashboards" / "kvkit.json"
 METRIC = re.compile(r"\b(?:kvkit|kvclient)_[a-z0-9_]+")
 HISTOGRAM_SERIES = ("_bucket", "_sum", "_count")
 DATASOURCE = {"type": "prometheus", "uid": "${DS_PROMETHEUS}"}
+SERVER_SCOPE = 'namespace=~"$namespace", job=~"$job", instance=~"$instance"'
 
 
 def contract() -> dict[str, str]:
@@ -119,9 +120,25 @@ def test_latency_panel_shows_p50_p95_and_p99_per_route() -> None:
     for quantile in ("0.5", "0.95", "0.99"):
         expected = (
             f"histogram_quantile({quantile}, sum by (le, route) "
-            "(rate(kvkit_http_request_duration_seconds_bucket[$__rate_interval])))"
+            "(rate(kvkit_http_request_duration_seconds_bucket"
+            f"{{{SERVER_SCOPE}}}[$__rate_interval])))"
         )
         assert expected in expressions
+
+
+def test_every_server_query_is_scoped_by_namespace_job_and_instance() -> None:
+    """A Prometheus holding dev and prod (or two jobs) never mixes them on one panel: every
+    server series is selected by the three variables, every client series by namespace."""
+    names = {var["name"] for var in dashboard()["templating"]["list"]}
+    assert {"namespace", "job", "instance"} <= names
+    for expr in dashboard_expressions():
+        for name, labels in re.findall(
+            r"\b((?:kvkit|kvclient|process)_[a-z0-9_]+)\{([^}]*)\}", expr
+        ):
+            wanted = 'namespace=~"$namespace"' if name.startswith("kvclient_") else SERVER_SCOPE
+            assert labels.startswith(wanted), (name, expr)
+        bare = re.findall(r"\b(?:kvkit|kvclient|process)_[a-z0-9_]+\b(?!\{)", expr)
+        assert not bare, expr
 
 
 def test_dashboard_shows_every_metric_in_the_contract() -> None:
