@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: venv run test lint typecheck lint-deploy load load-ci bench up down clean
+.PHONY: venv run test lint typecheck lint-deploy rules load load-ci bench up down clean
 
 $(STAMP): pyproject.toml client/pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -33,6 +33,9 @@ typecheck: venv
 
 lint-deploy: venv  ## Dockerfile, compose, Kubernetes and Prometheus checks (installs promtool as root).
 	PATH="$(CURDIR)/$(BIN):$$PATH" scripts/lint-deploy.sh
+
+rules: venv  ## Regenerate k8s/optional/prometheusrule from monitoring/prometheus/alerts.yml.
+	$(BIN)/python scripts/k8s_monitoring.py
 
 test: venv lint typecheck lint-deploy load-ci  ## Every test, against real PostgreSQL, MariaDB and Redis.
 	$(BIN)/python -m pytest $(PYTEST_ARGS); status=$$?; \

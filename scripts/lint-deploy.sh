@@ -56,6 +56,8 @@ trap 'rm -rf "$rendered"' EXIT
 # A copy of k8s/ with each overlay's secrets.env made from its example, as the README has users
 # do, so the checks never touch (or need) a real secrets file.
 cp -r k8s "$rendered/k8s"
+mkdir -p "$rendered/monitoring/grafana"  # k8s/optional/dashboard builds from the dashboard's dir
+cp -r monitoring/grafana/dashboards "$rendered/monitoring/grafana/dashboards"
 for example in "$rendered"/k8s/overlays/*/secrets.env.example; do
   [[ -e ${example%.example} ]] || cp "$example" "${example%.example}"
 done
@@ -66,6 +68,18 @@ for overlay in namespace "${OVERLAYS[@]/#/overlays/}"; do
     kubernetes-validate --strict --quiet -k "$version" "$rendered/${overlay//\//-}.yaml"
   done
 done
+# The optional kustomizations: the ConfigMap has a schema; the Operator's CRDs have none here
+# (tests/deploy/test_k8s_monitoring.py checks their structure), so they are only rendered.
+for optional in servicemonitor prometheusrule dashboard; do
+  step "kustomize: k8s/optional/$optional"
+  kubectl kustomize "$rendered/k8s/optional/$optional" >"$rendered/optional-$optional.yaml"
+done
+for version in "${KUBERNETES_VERSIONS[@]}"; do
+  step "kubernetes-validate --strict ($version): k8s/optional/dashboard"
+  kubernetes-validate --strict --quiet -k "$version" "$rendered/optional-dashboard.yaml"
+done
+step "k8s/optional's PrometheusRule matches monitoring/prometheus/alerts.yml (make rules)"
+python3 scripts/k8s_monitoring.py --check
 
 step "promtool"
 promtool check config monitoring/prometheus/prometheus.yml

@@ -22,6 +22,9 @@ def user_copy_of_k8s(destination: Path) -> Path:
     its example (prod's is never committed)."""
     tree = destination / "k8s"
     shutil.copytree(REPO / "k8s", tree)
+    # k8s/optional/dashboard includes the kustomization beside the dashboard JSON.
+    dashboards = Path("monitoring/grafana/dashboards")
+    shutil.copytree(REPO / dashboards, destination / dashboards)
     for example in tree.glob("overlays/*/secrets.env.example"):
         target = example.with_suffix("")
         if not target.exists():
