@@ -13,9 +13,14 @@ Environment:
   KV_LOAD_BURST_RATE  requests per second of each ratelimit user (default 20)
   KV_LOAD_TALLY_FILE  where the ratelimit scenario writes its allowed/limited counts as JSON
   KV_LOAD_VALUE_BYTES size of the text in each written value (default 100)
+  KV_LOAD_KVCLIENT_WEIGHT  weight of KvClientUser beside the scenario's user (default 0: off),
+                      in the crud scenario: the same paced mix, sent through kvclient
+  KV_LOAD_CLIENT_METRICS_PORT  where KvClientUser's process serves kvclient's metrics for
+                      Prometheus (prometheus_client's default registry); unset: not served
 
-Only locust, gevent (which locust runs on) and the standard library are imported: the compose
-profile mounts this directory into the stock locust image.
+At module level only locust, gevent (which locust runs on) and the standard library are imported,
+so the HTTP users run in the stock locust image; KvClientUser imports kvclient and prometheus_client
+when it runs (docker/locust.Dockerfile adds them for the compose profile).
 """
 
 from __future__ import annotations
@@ -27,13 +32,22 @@ import math
 import os
 import random
 import re
+import time
 import uuid
 from collections import Counter
 from collections.abc import Mapping
 from typing import Any
 
 import gevent
-from locust import FastHttpUser, LoadTestShape, constant_pacing, constant_throughput, events, task
+from locust import (
+    FastHttpUser,
+    LoadTestShape,
+    User,
+    constant_pacing,
+    constant_throughput,
+    events,
+    task,
+)
 from locust import stats as locust_stats
 
 logger = logging.getLogger("kvkit.load")
@@ -95,6 +109,7 @@ API_KEYS = load_api_keys(os.environ)
 RATE_LIMIT = parse_rate(os.environ.get("KV_LOAD_RATE_LIMIT", "60/minute"))
 BURST_RATE = float(os.environ.get("KV_LOAD_BURST_RATE", "20"))
 VALUE_TEXT = "x" * int(os.environ.get("KV_LOAD_VALUE_BYTES", "100"))
+KVCLIENT_WEIGHT = int(os.environ.get("KV_LOAD_KVCLIENT_WEIGHT", "0"))
 # Keys of this process's items start with it, so runs never collide in a shared database.
 RUN_ID = uuid.uuid4().hex[:8]
 
@@ -105,6 +120,20 @@ _user_numbers = itertools.count()
 _key_holders: Counter[str] = Counter()
 
 
+def claim_key() -> tuple[int, str]:
+    """A new user's number and the API key it holds (none configured: "")."""
+    number = next(_user_numbers)
+    api_key = API_KEYS[number % len(API_KEYS)] if API_KEYS else ""
+    _key_holders[api_key] += 1
+    return number, api_key
+
+
+def paced_wait(user: User, api_key: str) -> float:
+    """The wait that keeps every holder of `api_key` together under the server's limit."""
+    interval = pacing_interval(*RATE_LIMIT, sharers=_key_holders[api_key])
+    return float(constant_pacing(interval)(user))
+
+
 class KeyedUser(FastHttpUser):
     """A user holding one API key for its whole life."""
 
@@ -112,9 +141,7 @@ class KeyedUser(FastHttpUser):
     bearer = False  # send the key as `Authorization: Bearer` instead of `X-API-Key`
 
     def on_start(self) -> None:
-        self.number = next(_user_numbers)
-        self.api_key = API_KEYS[self.number % len(API_KEYS)] if API_KEYS else ""
-        _key_holders[self.api_key] += 1
+        self.number, self.api_key = claim_key()
 
     def on_stop(self) -> None:
         _key_holders[self.api_key] -= 1
@@ -141,8 +168,7 @@ class KvCrudUser(KeyedUser):
         self.written = 0
 
     def wait_time(self) -> float:
-        interval = pacing_interval(*RATE_LIMIT, sharers=_key_holders[self.api_key])
-        return constant_pacing(interval)(self)
+        return paced_wait(self, self.api_key)
 
     def _value(self) -> dict[str, Any]:
         self.written += 1
@@ -210,6 +236,118 @@ class RateLimitUser(KeyedUser):
                 return
             response.success()
             RATE_LIMIT_TALLY["limited" if status == 429 else "allowed"] += 1
+
+
+class KvClientUser(User):
+    """The CRUD mix through kvclient, so its retries, give-ups and latency reach the dashboard.
+
+    Every call is one Locust request named by its route; kvclient retries 429 and 503 itself,
+    so only a call that still fails after its retries is a failure. Creates send an
+    Idempotency-Key, and one in ten is sent twice with the same key (a replay, not a conflict).
+    """
+
+    abstract = SCENARIO != "crud" or KVCLIENT_WEIGHT <= 0
+    weight = max(KVCLIENT_WEIGHT, 1)
+
+    def on_start(self) -> None:
+        import kvclient  # here, not at import: the HTTP users run without it
+
+        self.number, self.api_key = claim_key()
+        self.prefix = f"load.{RUN_ID}.kvclient.{self.number}."
+        self.keys: dict[str, int] = {}  # key -> version last written
+        self.written = 0
+        self.errors: tuple[type[Exception], ...] = (kvclient.KVError,)
+        self.kv = kvclient.KVClient(self.host or "", api_key=self.api_key or None)
+
+    def on_stop(self) -> None:
+        self.kv.close()
+        _key_holders[self.api_key] -= 1
+
+    def wait_time(self) -> float:
+        return paced_wait(self, self.api_key)
+
+    def _call(self, method: str, name: str, call: Any) -> Any:
+        """Run one kvclient call and report it to Locust as a request."""
+        started = time.perf_counter()
+        exception: Exception | None = None
+        result = None
+        try:
+            result = call()
+        except self.errors as exc:
+            exception = exc
+        self.environment.events.request.fire(
+            request_type=method,
+            name=name,
+            response_time=(time.perf_counter() - started) * 1000,
+            response_length=0,
+            exception=exception,
+            context={},
+        )
+        return result
+
+    def _value(self) -> dict[str, Any]:
+        self.written += 1
+        return {"user": self.number, "n": self.written, "text": VALUE_TEXT}
+
+    @task(50)
+    def read_item(self) -> None:
+        if not self.keys:
+            self.create_item()
+            return
+        key = random.choice(list(self.keys))
+        self._call("GET", ITEM_NAME, lambda: self.kv.get(key))
+
+    @task(20)
+    def update_item(self) -> None:
+        if not self.keys:
+            self.create_item()
+            return
+        key = random.choice(list(self.keys))
+        value = self._value()
+        item = self._call(
+            "PUT", ITEM_NAME, lambda: self.kv.update(key, value, if_version=self.keys[key])
+        )
+        if item is not None:
+            self.keys[key] = item.version
+
+    @task(15)
+    def create_item(self) -> None:
+        key = f"{self.prefix}{self.written}"
+        value, idempotency_key = self._value(), uuid.uuid4().hex
+        item = self._call("POST", CREATE_NAME, lambda: self.kv.create(key, value, idempotency_key))
+        if item is not None:
+            self.keys[key] = item.version
+            if self.written % 10 == 0:  # the same create again: answered from the record
+                self._call("POST", CREATE_NAME, lambda: self.kv.create(key, value, idempotency_key))
+
+    @task(5)
+    def delete_item(self) -> None:
+        if not self.keys:
+            self.create_item()
+            return
+        key = random.choice(list(self.keys))
+        version = self.keys.pop(key)
+        self._call("DELETE", ITEM_NAME, lambda: self.kv.delete(key, if_version=version))
+
+    @task(10)
+    def list_items(self) -> None:
+        self._call("GET", LIST_NAME, lambda: self.kv.list(limit=20, prefix=self.prefix))
+
+
+@events.init.add_listener
+def _serve_client_metrics(**_: Any) -> None:
+    """Serve kvclient's metrics (the default registry) when KvClientUser may run here."""
+    port = os.environ.get("KV_LOAD_CLIENT_METRICS_PORT")
+    if not port or KvClientUser.abstract:
+        return
+    from prometheus_client import start_http_server
+
+    try:
+        start_http_server(int(port))
+    except OSError as exc:  # a port in use costs the metrics, never the load run
+        logger.warning("kvclient metrics not served on port %s: %s", port, exc)
+        return
+    logger.info("kvclient metrics on port %s", port)
 
 
 class RampShape(LoadTestShape):

@@ -45,8 +45,10 @@ done
 
 step() { printf '\n==> %s\n' "$*"; }
 
-step "hadolint docker/Dockerfile"
-hadolint --failure-threshold style docker/Dockerfile
+for dockerfile in docker/Dockerfile docker/locust.Dockerfile; do
+  step "hadolint $dockerfile"
+  hadolint --failure-threshold style "$dockerfile"
+done
 
 step "compose spec: docker-compose.yml"
 check-jsonschema --builtin-schema vendor.compose-spec docker-compose.yml
