@@ -6,12 +6,21 @@ STAMP := $(VENV)/.installed-stamp
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: venv run test lint typecheck lint-deploy rules load load-ci bench up down clean
+LOCKS := requirements/runtime.txt requirements/dev.txt
+VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
+IMAGE ?= kvkit:$(VERSION)
+IMAGE_SOURCE ?= https://example.invalid/kvkit
+CONTAINERS_CONF ?= $(CURDIR)/scripts/containers.conf
+export CONTAINERS_CONF
 
-$(STAMP): pyproject.toml client/pyproject.toml
+.PHONY: venv run test lint typecheck lint-deploy rules load load-ci bench up down clean lock image
+
+# The same locked versions as the image (requirements/runtime.txt), then the two projects on top.
+$(STAMP): pyproject.toml client/pyproject.toml $(LOCKS)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]' -e './client[otel]'
+	$(BIN)/python -m pip install --quiet --require-hashes $(addprefix -r ,$(LOCKS))
+	$(BIN)/python -m pip install --quiet --no-deps -e . -e ./client
 	touch $(STAMP)
 
 venv: $(STAMP)
@@ -58,6 +67,20 @@ up:  ## The full stack in Docker: API, PostgreSQL, Redis, Prometheus, Grafana, t
 
 down:
 	docker compose --env-file .env.compose down
+
+lock:  ## Re-resolve requirements/*.txt with hashes (uv in a throwaway venv), then `make venv`.
+	PYTHON=$(PYTHON) scripts/lock.sh
+
+image:  ## Build $(IMAGE): docker when a daemon answers, else buildah (IMAGE_SOURCE= sets the source label).
+	@set -e; \
+	args="--build-arg VERSION=$(VERSION) --build-arg REVISION=$$(git rev-parse HEAD) --build-arg SOURCE=$(IMAGE_SOURCE)"; \
+	if docker info >/dev/null 2>&1; then \
+		docker build $$args -f docker/Dockerfile -t $(IMAGE) .; \
+	else \
+		buildah --storage-driver vfs bud --layers --isolation chroot --network host --format docker \
+			-v /etc/ssl/certs/ca-certificates.crt:/etc/ssl/certs/ca-certificates.crt:ro \
+			$$args $(IMAGE_BUILD_ARGS) -f docker/Dockerfile -t $(IMAGE) .; \
+	fi
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache kvkit.sqlite3*

@@ -23,12 +23,13 @@ def instructions() -> list[Instruction]:
 
 
 def stages() -> list[list[Instruction]]:
-    """Instructions grouped by build stage, each starting with its FROM."""
+    """Instructions grouped by build stage, each starting with its FROM (global ARGs left out)."""
     grouped: list[list[Instruction]] = []
     for keyword, args in instructions():
         if keyword == "FROM":
             grouped.append([])
-        grouped[-1].append((keyword, args))
+        if grouped:
+            grouped[-1].append((keyword, args))
     return grouped
 
 
@@ -63,12 +64,63 @@ def test_final_stage_installs_no_compilers() -> None:
         assert tool not in runs
 
 
+def build_args() -> dict[str, str]:
+    """Defaults of the ARGs declared before the first FROM (the ones FROM may use)."""
+    declared: dict[str, str] = {}
+    for keyword, args in instructions():
+        if keyword == "FROM":
+            break
+        if keyword == "ARG":
+            name, _, default = args.partition("=")
+            declared[name] = default
+    return declared
+
+
 def test_base_images_are_pinned_slim_python_tags() -> None:
-    """Every stage starts from the same pinned python:3.11.x slim tag."""
-    images = {base_image(stage) for stage in stages()}
-    assert len(images) == 1
-    (image,) = images
-    assert re.fullmatch(r"python:3\.11\.\d+-slim-bookworm", image), image
+    """Every stage starts from one BASE_IMAGE argument, by default a pinned python:3.11.x slim
+    tag, so an air-gapped build can point it at a mirror."""
+    assert {base_image(stage) for stage in stages()} == {"${BASE_IMAGE}"}
+    default = build_args()["BASE_IMAGE"]
+    assert re.fullmatch(r"python:3\.11\.\d+-slim-bookworm", default), default
+
+
+def test_dependencies_come_from_the_hash_lock_before_the_source() -> None:
+    """Locked dependencies install in a layer of their own before any source is copied, so a
+    source change reuses it; the project itself then installs without resolving anything."""
+    builder = stages()[0]
+    runs = [i for i, (keyword, args) in enumerate(builder) if keyword == "RUN"]
+    locked = next(i for i in runs if "--require-hashes" in builder[i][1])
+    assert "--no-deps -r requirements/runtime.txt" in builder[locked][1]
+    copies_before = [args for keyword, args in builder[:locked] if keyword == "COPY"]
+    assert copies_before == ["requirements/runtime.txt requirements/build.txt requirements/"]
+    installs_after = " ".join(args for keyword, args in builder[locked + 1 :] if keyword == "RUN")
+    assert "pip install --no-cache-dir --no-deps" in installs_after
+    ignored = (REPO / ".dockerignore").read_text().splitlines()
+    assert "!requirements/runtime.txt" in ignored and "!requirements/dev.txt" not in ignored
+
+
+def test_image_carries_oci_labels_from_build_args() -> None:
+    """version, revision and source labels come from build arguments `make image` passes."""
+    labels = " ".join(args for keyword, args in final_stage() if keyword == "LABEL")
+    for name, arg in (("version", "VERSION"), ("revision", "REVISION"), ("source", "SOURCE")):
+        assert f'org.opencontainers.image.{name}="${{{arg}}}"' in labels
+        assert any(k == "ARG" and a.startswith(f"{arg}=") for k, a in final_stage())
+
+
+def _pins(lock: str) -> dict[str, str]:
+    text = (REPO / "requirements" / lock).read_text()
+    return dict(re.findall(r"^([A-Za-z0-9._-]+)==([^\s;\\]+)", text, re.M))
+
+
+def test_dev_lock_agrees_with_the_runtime_lock() -> None:
+    """The venv installs every runtime package at the version the image installs, all hashed."""
+    runtime, dev = _pins("runtime.txt"), _pins("dev.txt")
+    assert len(runtime) > 40
+    assert {name: dev.get(name) for name in runtime} == runtime
+    for lock in ("runtime.txt", "dev.txt", "build.txt"):
+        text = (REPO / "requirements" / lock).read_text()
+        blocks = re.split(r"\n(?=[A-Za-z0-9])", text.split("\n", 2)[-1])
+        assert all("--hash=sha256:" in block for block in blocks if "==" in block), lock
 
 
 def test_final_stage_runs_as_numeric_uid_of_10001_or_more() -> None:
@@ -110,11 +162,12 @@ def test_config_file_lands_where_gunicorn_looks_for_it() -> None:
 
 
 def test_healthcheck_uses_python_not_curl() -> None:
-    """The healthcheck works in a slim image, which has no curl or wget."""
+    """The healthcheck is the app's own probe of the configured bind: it works in a slim image,
+    which has no curl or wget."""
     (check,) = [args for keyword, args in final_stage() if keyword == "HEALTHCHECK"]
     command = json.loads(check.split(" CMD ", 1)[1])
-    assert command[0] == "python"
-    assert "urllib.request" in command[-1] and "/healthz" in command[-1]
+    # app/healthcheck.py probes /healthz on GUNICORN_BIND, so a moved bind keeps it true.
+    assert command == ["python", "-m", "app", "healthcheck"]
     assert "curl" not in check and "wget" not in check
 
 
