@@ -1,30 +1,44 @@
-"""Fixtures: a fault-injecting kvkit stand-in on a real socket, a fake clock, fresh registries.
+"""Fixtures: a fault-injecting kvkit stand-in on a real socket, kvclient's testing mode, fresh
+registries, both clients behind one interface, and the real kvkit service.
 
 `FaultServer` answers like a tiny in-memory kvkit (`FakeKV`) unless a test has scripted faults:
 each scripted action answers one request, in order, and `times=None` repeats an action forever.
 Every request is recorded (method, path, headers, body) before it is answered.
+
+`make_client` is parametrized over `KVClient` and `AsyncKVClient` (driven through `AsyncAsSync`),
+so every behavioural test that uses it runs against both clients.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import inspect
 import json
-import random
+import os
 import socket
+import subprocess
+import sys
 import threading
+import time
 import uuid
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.message import Message
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import pytest
 from prometheus_client import CollectorRegistry
 
-from kvclient import KVClient, RetryPolicy
+import kvclient
+from kvclient import AsyncKVClient, KVClient, RetryPolicy
+
+CI = os.environ.get("CI") == "true"
 
 
 @dataclass(frozen=True)
@@ -63,6 +77,13 @@ def problem(status: int, code: str, request_id: str | None, detail: str = "") ->
     return Answer(
         status, {"Content-Type": "application/problem+json"}, json.dumps(document).encode()
     )
+
+
+def free_port() -> int:
+    """A loopback port nobody listens on (connections to it are refused)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
 class FakeKV:
@@ -291,27 +312,6 @@ class _Handler(BaseHTTPRequestHandler):
         self.connection.shutdown(socket.SHUT_RDWR)
 
 
-class FakeClock:
-    """A monotonic clock that only moves when the client sleeps on it."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-        self.sleeps: list[float] = []
-
-    def __call__(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        """Record the delay and advance time by it, without waiting."""
-        self.sleeps.append(seconds)
-        self.now += seconds
-
-    @property
-    def elapsed(self) -> float:
-        """Seconds slept in total."""
-        return sum(self.sleeps)
-
-
 @pytest.fixture
 def server() -> Iterator[FaultServer]:
     """A running fault server, stopped after the test."""
@@ -322,9 +322,17 @@ def server() -> Iterator[FaultServer]:
 
 
 @pytest.fixture
-def clock() -> FakeClock:
-    """A fake monotonic clock whose sleep returns at once."""
-    return FakeClock()
+def refused_url() -> str:
+    """The URL of a loopback port nobody listens on."""
+    return f"http://127.0.0.1:{free_port()}"
+
+
+@pytest.fixture
+def clock() -> Iterator[kvclient.Testing]:
+    """kvclient's testing mode: sleeps are recorded and skipped, jitter is seeded."""
+    with kvclient.set_testing(True, seed=1234) as testing:
+        assert testing is not None
+        yield testing
 
 
 @pytest.fixture
@@ -333,37 +341,82 @@ def registry() -> CollectorRegistry:
     return CollectorRegistry()
 
 
-MakeClient = Callable[..., KVClient]
+class AsyncAsSync:
+    """An `AsyncKVClient` driven from synchronous test code on an event loop of its own.
+
+    It has `KVClient`'s methods (iter_items collects the async iterator), so one behavioural
+    test runs unchanged against both clients.
+    """
+
+    def __init__(self, client: AsyncKVClient) -> None:
+        self.client = client
+        self._runner = asyncio.Runner()
+
+    def __getattr__(self, name: str) -> Any:
+        member = getattr(self.client, name)
+        if name == "iter_items":
+            return lambda *args, **kwargs: iter(self._runner.run(_collect(member(*args, **kwargs))))
+        if inspect.iscoroutinefunction(member):
+            return lambda *args, **kwargs: self._runner.run(member(*args, **kwargs))
+        return member
+
+    def close(self) -> None:
+        """Close the client (`aclose`); its event loop stays for calls that must then fail."""
+        self._runner.run(self.client.aclose())
+
+    def dispose(self) -> None:
+        """Close the client and its event loop, at the end of the test."""
+        self.close()
+        self._runner.close()
+
+
+async def _collect(items: AsyncIterator[Any]) -> list[Any]:
+    return [item async for item in items]
+
+
+MakeClient = Callable[..., Any]
+
+
+@pytest.fixture(params=["sync", "async"])
+def flavour(request: pytest.FixtureRequest) -> str:
+    """Which client a behavioural test runs against."""
+    return str(request.param)
 
 
 @pytest.fixture
 def make_client(
-    server: FaultServer, clock: FakeClock, registry: CollectorRegistry
+    server: FaultServer, clock: kvclient.Testing, registry: CollectorRegistry, flavour: str
 ) -> Iterator[MakeClient]:
-    """Build clients of `server` on the fake clock, a seeded random source and `registry`."""
-    clients: list[KVClient] = []
+    """Build clients of `server` (sync or async) in testing mode on `registry`."""
+    clients: list[Any] = []
 
-    def make(**overrides: Any) -> KVClient:
+    def make(**overrides: Any) -> Any:
         options: dict[str, Any] = {
             "retry": RetryPolicy(),
             "timeout": (1.0, 2.0),
             "registry": registry,
-            "_sleep": clock.sleep,
-            "_clock": clock,
-            "_rng": random.Random(1234),
+            "name": "test",
         }
         options.update(overrides)
-        client = KVClient(options.pop("base_url", server.url), **options)
+        base_url = options.pop("base_url", server.url)
+        client: Any
+        if flavour == "sync":
+            client = KVClient(base_url, **options)
+        else:
+            client = AsyncAsSync(AsyncKVClient(base_url, **options))
         clients.append(client)
         return client
 
     yield make
     for client in clients:
-        client.close()
+        if isinstance(client, AsyncAsSync):
+            client.dispose()
+        else:
+            client.close()
 
 
 @pytest.fixture
-def client(make_client: MakeClient) -> KVClient:
+def client(make_client: MakeClient) -> Any:
     """A client of the fault server with the default retry policy."""
     return make_client()
 
@@ -376,6 +429,7 @@ def metric(registry: CollectorRegistry) -> Metric:
     """Read one sample of `registry` by name and labels; 0.0 when it was never recorded."""
 
     def read(name: str, **labels: str) -> float:
+        labels.setdefault("client", "test")
         value = registry.get_sample_value(name, labels)
         return 0.0 if value is None else value
 
@@ -408,3 +462,266 @@ def spans(_span_exporter: Any) -> Any:
     """The in-memory span exporter, emptied for this test."""
     _span_exporter.clear()
     return _span_exporter
+
+
+# --------------------------------------------------------------------------- raw sockets
+
+
+class TrickleServer:
+    """Answers every request with a 200 whose bytes it sends one at a time, `interval` apart.
+
+    requests' read timeout applies to each socket read, so this server kept a call with a short
+    deadline alive for as long as it had bytes to send. `headers=True` trickles the status line
+    and headers too; otherwise only the body.
+    """
+
+    def __init__(self, interval: float, body_bytes: int, *, headers: bool = False) -> None:
+        self.interval = interval
+        self.body = b'"' + b"x" * (body_bytes - 2) + b'"'
+        self.trickle_headers = headers
+        self.connections = 0
+        self.stopped = threading.Event()
+        self._sock = socket.create_server(("127.0.0.1", 0))
+        self._sock.settimeout(0.05)
+        self.url = f"http://127.0.0.1:{self._sock.getsockname()[1]}"
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while not self.stopped.is_set():
+            try:
+                conn, _ = self._sock.accept()
+            except TimeoutError:
+                continue
+            self.connections += 1
+            threading.Thread(target=self._answer, args=(conn,), daemon=True).start()
+
+    def _answer(self, conn: socket.socket) -> None:
+        with conn, contextlib.suppress(OSError):
+            received = b""
+            while b"\r\n\r\n" not in received:
+                chunk = conn.recv(65536)
+                if not chunk:
+                    return
+                received += chunk
+            head = (
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                f"Content-Length: {len(self.body)}\r\n\r\n"
+            ).encode()
+            if not self.trickle_headers:
+                conn.sendall(head)
+                head = b""
+            for byte in head + self.body:
+                if self.stopped.wait(self.interval):
+                    return
+                conn.sendall(bytes([byte]))
+
+    def stop(self) -> None:
+        """Stop accepting and stop every trickle."""
+        self.stopped.set()
+        self._thread.join()
+        self._sock.close()
+
+
+@pytest.fixture
+def trickle_server() -> Iterator[Callable[..., TrickleServer]]:
+    """Start trickling servers: `trickle_server(interval, body_bytes, headers=False)`."""
+    started: list[TrickleServer] = []
+
+    def start(interval: float, body_bytes: int, *, headers: bool = False) -> TrickleServer:
+        server = TrickleServer(interval, body_bytes, headers=headers)
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+class UntrustedTLSServer:
+    """A TLS listener with a self-signed certificate that no client trusts; counts handshakes."""
+
+    def __init__(self, certfile: Path, keyfile: Path) -> None:
+        import ssl
+
+        self.context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self.context.load_cert_chain(certfile, keyfile)
+        self.handshakes = 0
+        self.stopped = threading.Event()
+        self._sock = socket.create_server(("127.0.0.1", 0))
+        self._sock.settimeout(0.05)
+        self.url = f"https://127.0.0.1:{self._sock.getsockname()[1]}"
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while not self.stopped.is_set():
+            try:
+                conn, _ = self._sock.accept()
+            except TimeoutError:
+                continue
+            self.handshakes += 1
+            conn.settimeout(2.0)
+            with contextlib.suppress(OSError), self.context.wrap_socket(conn, server_side=True):
+                pass  # the client refuses the certificate during the handshake
+
+    def stop(self) -> None:
+        """Stop accepting."""
+        self.stopped.set()
+        self._thread.join()
+        self._sock.close()
+
+
+@pytest.fixture
+def tls_server(tmp_path: Path) -> Iterator[UntrustedTLSServer]:
+    """A TLS server whose self-signed certificate (made with openssl) the client does not trust."""
+    if not _have("openssl"):
+        _unavailable("the openssl command is not installed")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    server = UntrustedTLSServer(cert, key)
+    yield server
+    server.stop()
+
+
+def _have(command: str) -> bool:
+    import shutil
+
+    return shutil.which(command) is not None
+
+
+def _unavailable(reason: str) -> None:
+    """Skip, or with CI=true fail: CI never passes by skipping."""
+    if CI:
+        pytest.fail(f"{reason}; CI=true requires it")
+    pytest.skip(reason)
+
+
+# --------------------------------------------------------------------------- the real service
+
+# Variables of the service that must come from the test, never from the developer's shell.
+_SERVICE_ENV_PREFIXES = (
+    "KV_",
+    "DATABASE_URL",
+    "REDIS_URL",
+    "LOG_",
+    "OTEL_",
+    "GUNICORN_",
+    "PROMETHEUS_MULTIPROC_DIR",
+    "FORWARDED_ALLOW_IPS",
+)
+
+
+@dataclass
+class Service:
+    """A running kvkit process (uvicorn, SQLite, no Redis) on a loopback port."""
+
+    url: str
+    process: subprocess.Popen[bytes]
+    log_path: Path
+
+    def metric(self, name: str, **labels: str) -> float:
+        """One sample of the service's own /metrics; 0.0 when it has none."""
+        from prometheus_client.parser import text_string_to_metric_families
+
+        with urllib_request(self.url + "/metrics") as response:
+            text = response.read().decode()
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name == name and sample.labels == labels:
+                    return float(sample.value)
+        return 0.0
+
+
+def urllib_request(url: str) -> Any:
+    """GET `url` with the standard library, so fixtures do not depend on the client under test."""
+    import urllib.request
+
+    return urllib.request.urlopen(url, timeout=5)  # nosec B310  # loopback only
+
+
+@pytest.fixture(scope="module")
+def kvkit_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., Service]]:
+    """Start the real kvkit service from this repository: `kvkit_service(**env)`."""
+    repo = Path(__file__).resolve().parents[2]
+    if not (repo / "app" / "main.py").is_file():
+        _unavailable("the kvkit service's source (app/) is not beside the client")
+    workdir = tmp_path_factory.mktemp("kvkit")
+    started: list[Service] = []
+
+    def start(**settings: str) -> Service:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(_SERVICE_ENV_PREFIXES)}
+        env.update(
+            DATABASE_URL=f"sqlite:///{workdir / f'kv-{uuid.uuid4().hex[:8]}.sqlite3'}",
+            KV_METRICS_MIN_INTERVAL="0",
+            LOG_LEVEL="WARNING",
+            PYTHONPATH=str(repo),
+            **settings,
+        )
+        migrate = subprocess.run(
+            [sys.executable, "-m", "app", "migrate"],
+            cwd=workdir,
+            env=env,
+            capture_output=True,
+            timeout=120,
+        )
+        if migrate.returncode:
+            if b"ModuleNotFoundError" in migrate.stderr:
+                _unavailable("the kvkit service's dependencies are not installed")
+            raise RuntimeError(f"migrate failed: {migrate.stderr.decode()}")
+        port = free_port()
+        log_path = workdir / f"server-{port}.log"
+        with log_path.open("wb") as log:
+            process = subprocess.Popen(
+                [
+                    *(sys.executable, "-m", "uvicorn", "app.main:app"),
+                    *("--host", "127.0.0.1", "--port", str(port)),
+                    *("--no-access-log", "--log-level", "warning"),
+                ],
+                cwd=workdir,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        service = Service(f"http://127.0.0.1:{port}", process, log_path)
+        started.append(service)
+        deadline = time.monotonic() + 30
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"kvkit exited: {log_path.read_text(errors='replace')}")
+            with contextlib.suppress(OSError), urllib_request(service.url + "/healthz"):
+                return service
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"kvkit did not start: {log_path.read_text(errors='replace')}")
+            time.sleep(0.1)
+
+    yield start
+    for service in started:
+        service.process.terminate()
+        try:
+            service.process.wait(10)
+        except subprocess.TimeoutExpired:
+            service.process.kill()
+            service.process.wait()

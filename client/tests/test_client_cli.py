@@ -7,6 +7,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -142,3 +143,94 @@ def test_python_dash_m_runs_the_same_command(server: FaultServer) -> None:
     )
     assert result.returncode == 1
     assert "not_found" in result.stderr
+
+
+def test_version_prints_the_package_version(capsys: pytest.CaptureFixture[str]) -> None:
+    """`kv --version` prints the version and exits 0."""
+    assert main(["--version"]) == 0
+    assert kvclient.__version__ in capsys.readouterr().out
+
+
+def test_create_only_creates(server: FaultServer, capsys: pytest.CaptureFixture[str]) -> None:
+    """`kv create` stores a new key and exits 1 when the key already exists."""
+    assert main(["create", "fresh", "1"]) == 0
+    assert json.loads(capsys.readouterr().out)["version"] == 1
+    assert main(["create", "fresh", "2"]) == 1
+    assert "key_exists" in capsys.readouterr().err
+    assert server.kv.items["fresh"]["value"] == 1
+
+
+def test_if_version_guards_put_and_del(server: FaultServer) -> None:
+    """`--if-version` sends If-Match: a stale version exits 1 and changes nothing."""
+    main(["put", "k", "1"])
+    assert main(["put", "--if-version", "9", "k", "2"]) == 1
+    assert main(["put", "--if-version", "1", "k", "2"]) == 0
+    assert server.requests[-1].headers.get("If-Match") == '"1"'
+    assert main(["del", "--if-version", "1", "k"]) == 1
+    assert main(["del", "--if-version", "2", "k"]) == 0
+    assert "k" not in server.kv.items
+
+
+def test_put_if_version_never_creates(server: FaultServer) -> None:
+    """A conditional put of a missing key exits 1 instead of creating it."""
+    assert main(["put", "--if-version", "1", "absent", "1"]) == 1
+    assert "absent" not in server.kv.items
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--url", "127.0.0.1:8000", "get", "k"],
+        ["--url", "localhost", "get", "k"],
+        ["put", "k", "NaN"],
+        ["put", "k", '{"n": Infinity}'],
+        ["--timeout", "0", "get", "k"],
+        ["--timeout", "soon", "get", "k"],
+    ],
+    ids=["url-without-scheme", "bare-host", "nan", "infinity", "zero-timeout", "bad-timeout"],
+)
+def test_bad_url_value_or_timeout_exits_2(
+    argv: list[str], server: FaultServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A bad URL, a value JSON cannot carry or a bad timeout is a usage error: exit 2, unsent."""
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err and "Traceback" not in err
+    assert server.requests == []
+
+
+def test_timeout_bounds_each_call(server: FaultServer, capsys: pytest.CaptureFixture[str]) -> None:
+    """`--timeout` is the deadline of a call: a stalled service gives up after it (exit 3)."""
+    server.stall(5.0, times=None)
+    started = time.monotonic()
+    assert main(["--timeout", "0.5", "get", "k"]) == 3
+    assert time.monotonic() - started < 2.0
+    assert "read timeout" in capsys.readouterr().err
+
+
+def test_broken_pipe_ends_quietly(server: FaultServer) -> None:
+    """`kv ls | head -1` stops without a traceback when the reader goes away."""
+    now = "2025-01-01T00:00:00Z"
+    for n in range(3000):
+        key = f"item{n:05d}"
+        server.kv.items[key] = {
+            "key": key,
+            "value": "x" * 40,
+            "version": 1,
+            "created_at": now,
+            "updated_at": now,
+        }
+    env = {**os.environ, "PYTHONPATH": str(Path(kvclient.__file__).parents[1])}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "kvclient", "ls"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert process.stdout is not None and process.stderr is not None
+    assert json.loads(process.stdout.readline())["key"] == "item00000"
+    process.stdout.close()
+    stderr = process.stderr.read().decode()
+    process.stderr.close()
+    assert process.wait(timeout=30) == 141
+    assert "Traceback" not in stderr and "BrokenPipe" not in stderr

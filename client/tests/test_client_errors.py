@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from kvclient import (
     APIError,
     KeyExists,
-    KVClient,
     KVError,
     NotFound,
     RateLimited,
@@ -39,7 +38,7 @@ if TYPE_CHECKING:
     ],
 )
 def test_non_retryable_errors_are_raised_after_one_request(
-    client: KVClient, server: FaultServer, status: int, code: str, expected: type[APIError]
+    client: Any, server: FaultServer, status: int, code: str, expected: type[APIError]
 ) -> None:
     """Plain 4xx and 500 answers are not retried and raise their type with status, code, id."""
     server.problem(status, code, times=None)
@@ -68,7 +67,7 @@ def test_non_retryable_errors_are_raised_after_one_request(
     ],
 )
 def test_status_decides_the_type_when_the_body_has_no_code(
-    client: KVClient, server: FaultServer, status: int, expected: type[APIError]
+    client: Any, server: FaultServer, status: int, expected: type[APIError]
 ) -> None:
     """A non-problem body (say, from a proxy) still maps by HTTP status."""
     server.respond(status, body=b"<html>nope</html>", headers={"Content-Type": "text/html"})
@@ -78,7 +77,7 @@ def test_status_decides_the_type_when_the_body_has_no_code(
     assert caught.value.code is None and caught.value.status == status
 
 
-def test_unknown_code_falls_back_to_the_status(client: KVClient, server: FaultServer) -> None:
+def test_unknown_code_falls_back_to_the_status(client: Any, server: FaultServer) -> None:
     """A code this client does not know maps by status rather than to a generic error."""
     server.problem(404, "item_vanished")
     with pytest.raises(NotFound) as caught:
@@ -86,9 +85,7 @@ def test_unknown_code_falls_back_to_the_status(client: KVClient, server: FaultSe
     assert caught.value.code == "item_vanished"
 
 
-def test_request_id_falls_back_to_the_response_header(
-    client: KVClient, server: FaultServer
-) -> None:
+def test_request_id_falls_back_to_the_response_header(client: Any, server: FaultServer) -> None:
     """Without a body request_id, the error carries the X-Request-ID response header."""
     server.respond(404, headers={"X-Request-ID": "from-header"})
     with pytest.raises(NotFound) as caught:
@@ -97,7 +94,7 @@ def test_request_id_falls_back_to_the_response_header(
     assert "from-header" in str(caught.value)
 
 
-def test_validation_errors_keep_the_field_errors(client: KVClient, server: FaultServer) -> None:
+def test_validation_errors_keep_the_field_errors(client: Any, server: FaultServer) -> None:
     """The `errors` list of a validation problem is exposed on the exception."""
     body = (
         b'{"status": 422, "code": "validation_error", "detail": "bad key",'
@@ -119,7 +116,7 @@ def test_hierarchy_lets_callers_catch_broadly() -> None:
     )
 
 
-def test_malformed_success_body_raises_kverror(client: KVClient, server: FaultServer) -> None:
+def test_malformed_success_body_raises_kverror(client: Any, server: FaultServer) -> None:
     """A 200 whose body is not an item raises KVError instead of a KeyError."""
     server.respond(200, body=b'{"unexpected": true}', headers={"Content-Type": "application/json"})
     with pytest.raises(KVError, match="unexpected 200 response"):

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from kvclient import RetryPolicy
+from kvclient import RetryPolicy, ServiceUnavailable
 
 if TYPE_CHECKING:
     from conftest import FaultServer, MakeClient
@@ -48,3 +48,33 @@ def test_retry_lines_name_the_route_not_the_key(
     assert record.__dict__["route"] == "/v1/items/{key}"
     assert "secret-key-name" not in record.getMessage()
     assert "GET /v1/items/{key}" in record.getMessage()
+
+
+def test_giving_up_logs_one_warning(
+    make_client: MakeClient, server: FaultServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """When retries stop, one WARNING says why, with the route and request id."""
+    client = make_client(retry=RetryPolicy(max_attempts=2))
+    server.problem(503, "service_unavailable", times=None)
+    with caplog.at_level(logging.INFO, logger="kvclient"), pytest.raises(ServiceUnavailable):
+        client.get("k")
+    (record,) = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert record.__dict__["reason"] == "max_attempts"
+    assert record.__dict__["request_id"] == server.requests[0].headers.get("X-Request-ID")
+    assert "giving up on GET /v1/items/{key} after 2 attempt(s)" in record.getMessage()
+
+
+def test_each_attempt_logs_a_debug_line(
+    make_client: MakeClient, server: FaultServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """At DEBUG every attempt logs its route, answer and attempt number."""
+    client = make_client()
+    server.problem(503, "service_unavailable")
+    with caplog.at_level(logging.DEBUG, logger="kvclient"):
+        client.create("k", 1)
+    lines = [r for r in caplog.records if r.name == "kvclient" and r.levelno == logging.DEBUG]
+    assert [(r.__dict__["attempt"], r.__dict__["outcome"]) for r in lines] == [
+        (1, "503"),
+        (2, "201"),
+    ]
+    assert lines[0].getMessage().startswith("POST /v1/items -> 503 in ")

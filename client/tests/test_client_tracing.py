@@ -11,14 +11,13 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 import kvclient
-from kvclient import KVClient
 
 if TYPE_CHECKING:
     from conftest import FaultServer
 
 
 def test_one_call_span_parents_one_span_per_attempt(
-    client: KVClient, server: FaultServer, spans: Any
+    client: Any, server: FaultServer, spans: Any
 ) -> None:
     """A call retried once yields a call span with two attempt children, the second a resend."""
     client.create("k", 1)
@@ -36,9 +35,7 @@ def test_one_call_span_parents_one_span_per_attempt(
     assert attempts[0].attributes["url.template"] == "/v1/items/{key}"
 
 
-def test_traceparent_names_each_attempt_span(
-    client: KVClient, server: FaultServer, spans: Any
-) -> None:
+def test_traceparent_names_each_attempt_span(client: Any, server: FaultServer, spans: Any) -> None:
     """Each request carries a traceparent whose parent id is that attempt's own span."""
     server.problem(503, "service_unavailable")
     client.create("k", 1)
@@ -51,7 +48,7 @@ def test_traceparent_names_each_attempt_span(
 
 
 def test_failed_call_span_is_marked_as_an_error(
-    client: KVClient, server: FaultServer, spans: Any
+    client: Any, server: FaultServer, spans: Any
 ) -> None:
     """A call that ends in an error leaves its call span with an ERROR status."""
     from opentelemetry.trace import StatusCode

@@ -9,6 +9,13 @@ import kvclient
 
 PUBLIC_NAMES = [
     "APIError",
+    "AsyncKVClient",
+    "ClientClosed",
+    "ConnectError",
+    "ConnectTimeout",
+    "ConnectionLost",
+    "Headers",
+    "InvalidArgument",
     "Item",
     "KVClient",
     "KVError",
@@ -16,14 +23,24 @@ PUBLIC_NAMES = [
     "NotFound",
     "Page",
     "RateLimited",
+    "ReadTimeout",
+    "Response",
+    "RetryEvent",
     "RetryPolicy",
     "ServerError",
     "ServiceUnavailable",
+    "TLSError",
+    "Testing",
     "TransportError",
     "Unauthorized",
+    "UnsupportedType",
+    "UsageError",
     "ValidationError",
     "VersionMismatch",
+    "WouldBeRateLimited",
     "__version__",
+    "is_testing",
+    "set_testing",
 ]
 
 
@@ -36,7 +53,7 @@ def test_public_classes_claim_the_package_as_their_module() -> None:
     """Every exported class reports `kvclient`, not a private module, as its home."""
     for name in PUBLIC_NAMES:
         member = getattr(kvclient, name)
-        if isinstance(member, type):
+        if isinstance(member, type) or callable(member):
             assert member.__module__ == "kvclient", name
 
 

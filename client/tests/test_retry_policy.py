@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from kvclient import RetryPolicy
-from kvclient._retry import parse_retry_after
+from kvclient import InvalidArgument, KVError, RetryPolicy, UnsupportedType
+from kvclient._headers import parse_retry_after, rate_limit_wait
 
 NOW = datetime(2025, 7, 1, 10, 0, 0, tzinfo=UTC)
 
@@ -24,7 +24,15 @@ def test_defaults_are_the_documented_values() -> None:
         10.0,
         2.0,
     )
-    assert policy.jitter and policy.respect_retry_after and policy.deadline is None
+    assert policy.jitter and policy.respect_retry_after
+    assert (policy.deadline, policy.max_retry_after, policy.min_attempt_time) == (30.0, 120.0, 0.05)
+    assert policy.retry_statuses == {429, 502, 503, 504}
+    assert policy.retry_methods == {"GET", "HEAD", "OPTIONS", "PUT", "DELETE"}
+    assert (policy.budget_capacity, policy.budget_deposit, policy.budget_refill_per_second) == (
+        10.0,
+        0.1,
+        1.0,
+    )
 
 
 @pytest.mark.parametrize(
@@ -36,17 +44,21 @@ def test_defaults_are_the_documented_values() -> None:
         {"multiplier": 0.5},
         {"deadline": 0},
         {"deadline": -3.0},
+        {"deadline": float("inf")},
+        {"deadline": float("nan")},
+        {"max_retry_after": -1.0},
+        {"budget_capacity": -1.0},
     ],
 )
 def test_invalid_fields_are_rejected(fields: dict[str, Any]) -> None:
     """Out-of-range fields raise ValueError when the policy is built, not when it is used."""
-    with pytest.raises(ValueError):
+    with pytest.raises(InvalidArgument):
         RetryPolicy(**fields)
 
 
 def test_non_integer_attempts_are_rejected() -> None:
     """max_attempts must be an int: 2.5 attempts is not a meaningful policy."""
-    with pytest.raises(TypeError):
+    with pytest.raises(UnsupportedType):
         RetryPolicy(max_attempts=2.5)  # type: ignore[arg-type]
 
 
@@ -124,3 +136,27 @@ def test_retry_after_forms_are_parsed(header: str, expected: float) -> None:
 def test_unusable_retry_after_is_ignored(header: str | None) -> None:
     """A missing or malformed Retry-After yields None rather than an exception."""
     assert parse_retry_after(header, now=NOW) is None
+
+
+def test_policy_errors_are_the_clients_own_value_and_type_errors() -> None:
+    """A bad policy raises a KVError that is also a ValueError or TypeError."""
+    assert issubclass(InvalidArgument, KVError) and issubclass(InvalidArgument, ValueError)
+    assert issubclass(UnsupportedType, KVError) and issubclass(UnsupportedType, TypeError)
+
+
+@pytest.mark.parametrize(
+    ("header", "expected"),
+    [
+        ('"default";r=0;t=42', 42.0),
+        ('"default";r=5;t=42', None),
+        ('"default";r=0;t=7, "burst";r=0;t=3', 7.0),
+        ('"default";r=3;t=7, "burst";r=0;t=3', 3.0),
+        ('"default";r=0', None),
+        ("garbage", None),
+    ],
+)
+def test_ratelimit_header_gives_the_wait_only_when_exhausted(
+    header: str, expected: float | None
+) -> None:
+    """RateLimit yields t seconds when a policy says r=0, nothing while requests remain."""
+    assert rate_limit_wait({"RateLimit": header}) == expected

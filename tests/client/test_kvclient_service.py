@@ -10,6 +10,7 @@ from kvclient import (
     KVClient,
     NotFound,
     RateLimited,
+    RetryEvent,
     RetryPolicy,
     Unauthorized,
     ValidationError,
@@ -98,25 +99,28 @@ def test_create_retried_after_429_is_written_once(
     """A create refused with 429 is retried after Retry-After and lands exactly once."""
     key = uuid.uuid4().hex
     server = server_factory("sqlite", KV_API_KEYS=key, KV_RATE_LIMIT="2/2second")
-    slept: list[float] = []
-
-    def sleep(seconds: float) -> None:
-        slept.append(seconds)
-        import time
-
-        time.sleep(seconds)
-
+    retries: list[RetryEvent] = []
     policy = RetryPolicy(max_attempts=5, base_delay=0.05, max_delay=3.0)
+    # Pacing off: the third create must meet the server's 429, not wait for the window first.
     with KVClient(
-        server.url, api_key=key, retry=policy, registry=CollectorRegistry(), _sleep=sleep
+        server.url,
+        api_key=key,
+        retry=policy,
+        registry=CollectorRegistry(),
+        pacing=False,
+        on_retry=retries.append,
     ) as client:
         client.create(keyspace + "1", 1)
         client.create(keyspace + "2", 2)
         item = client.create(keyspace + "3", 3)  # the third in 2 s is refused, then retried
     assert item.version == 1
-    assert slept and slept[0] >= 1
+    assert retries and retries[0].reason == "status_429" and retries[0].delay >= 1
     with KVClient(
-        server.url, api_key=key, registry=CollectorRegistry(), retry=RetryPolicy(max_attempts=1)
+        server.url,
+        api_key=key,
+        registry=CollectorRegistry(),
+        retry=RetryPolicy(max_attempts=1),
+        pacing=False,  # send it and meet the 429, rather than wait out the window
     ) as client:
         client.get(keyspace + "3")
         with pytest.raises(RateLimited) as limited:

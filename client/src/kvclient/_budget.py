@@ -9,8 +9,9 @@ is empty, first attempts still go out but retries stop.
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable
+
+from . import _testing
 
 CAPACITY = 10.0
 """Most tokens the bucket holds, i.e. the largest burst of retries after a quiet period."""
@@ -29,7 +30,7 @@ class RetryBudget:
         capacity: float = CAPACITY,
         deposit: float = DEPOSIT,
         refill_per_second: float = REFILL_PER_SECOND,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Callable[[], float] = _testing.monotonic,
     ) -> None:
         self._capacity = capacity
         self._deposit = deposit

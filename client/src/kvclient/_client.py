@@ -1,41 +1,57 @@
-"""The public client: one method per kvkit operation, each retried only where that is safe."""
+"""The synchronous client on requests: one method per kvkit operation, retried only where safe."""
 
 from __future__ import annotations
 
-import random
-import time
-import uuid
-from collections.abc import Callable, Iterator
+import contextvars
+import http.client
+import io
+import socket
+import threading
+from collections.abc import Iterator
 from types import TracebackType
-from typing import Any, Self, TypeVar
-from urllib.parse import quote
+from typing import Any, Self
 
 import requests
-from prometheus_client import REGISTRY, CollectorRegistry
+import requests.adapters
+from prometheus_client import CollectorRegistry
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+from urllib3.exceptions import NewConnectionError, ReadTimeoutError
 
-from ._exceptions import KVError
-from ._metrics import metrics_for
-from ._models import Item, Page
+from . import _testing
+from ._core import (
+    DEFAULT_POOL_SIZE,
+    DEFAULT_TIMEOUT,
+    Core,
+    Failure,
+    RetryHook,
+    Send,
+    Sleep,
+    Timeout,
+    check_pool_size,
+    decode,
+    list_params,
+)
+from ._models import Headers, Item, Page, Response
 from ._retry import RetryPolicy
-from ._transport import Call, RetryingTransport
-from ._version import __version__
 
-_T = TypeVar("_T")
 _ITEMS = "/v1/items"
 _ITEM = "/v1/items/{key}"
-# requests' default pool keeps 10 connections per host; threads beyond that would reconnect.
-_POOL_SIZE = 32
+
+# The deadline of the attempt this thread is sending; read by the response's socket reader.
+_attempt_deadline: contextvars.ContextVar[float | None] = contextvars.ContextVar(
+    "kvclient_attempt_deadline", default=None
+)
 
 
 class KVClient:
     """Thread-safe client of one kvkit service; close it (or use `with`) to release connections.
 
     Every write sends one `Idempotency-Key` on all its attempts, so a retry after a lost response
-    never applies the write twice. Failures raise subclasses of `kvclient.KVError`.
-
-    The keyword-only `_sleep`, `_clock` and `_rng` arguments exist for tests: they replace
-    `time.sleep`, `time.monotonic` (deadlines, the retry budget's refill and durations) and the
-    `random.Random` that draws jitter, so retry tests run without real sleeps and reproducibly.
+    never applies the write twice. Every call ends within its policy's `deadline`, response body
+    included. Failures raise subclasses of `kvclient.KVError`; mistakes in the arguments raise
+    before anything is sent. Each thread gets its own `requests.Session` (requests does not
+    promise a shared one is safe) over one shared, thread-safe urllib3 connection pool.
     """
 
     def __init__(
@@ -43,39 +59,65 @@ class KVClient:
         base_url: str,
         *,
         api_key: str | None = None,
-        timeout: float | tuple[float, float] = (3.05, 10.0),
+        timeout: Timeout = DEFAULT_TIMEOUT,
         retry: RetryPolicy | None = None,
-        session: requests.Session | None = None,
         registry: CollectorRegistry | None = None,
-        _sleep: Callable[[float], None] = time.sleep,
-        _clock: Callable[[], float] = time.monotonic,
-        _rng: random.Random | None = None,
+        name: str | None = None,
+        pool_size: int = DEFAULT_POOL_SIZE,
+        on_retry: RetryHook | None = None,
+        pacing: bool = True,
     ) -> None:
-        self.base_url = base_url.rstrip("/")
-        self.retry = retry if retry is not None else RetryPolicy()
-        self._api_key = api_key
-        self._owns_session = session is None
-        self._session = session if session is not None else _new_session()
-        self._transport = RetryingTransport(
-            session=self._session,
-            policy=self.retry,
-            timeout=timeout if isinstance(timeout, tuple) else (timeout, timeout),
-            metrics=metrics_for(registry if registry is not None else REGISTRY),
-            sleep=_sleep,
-            clock=_clock,
-            rng=_rng if _rng is not None else random.Random(),  # noqa: S311  # nosec B311  # jitter, not secrets
+        self._core = Core(
+            base_url,
+            api_key=api_key,
+            timeout=timeout,
+            retry=retry,
+            registry=registry,
+            name=name,
+            on_retry=on_retry,
+            pacing=pacing,
         )
+        self._adapter = _DeadlineAdapter(
+            pool_connections=4, pool_maxsize=check_pool_size(pool_size), max_retries=0
+        )
+        self._local = threading.local()
 
-    def create(self, key: str, value: Any, idempotency_key: str | None = None) -> Item:
+    @property
+    def base_url(self) -> str:
+        """The service's URL, without a trailing slash."""
+        return self._core.base_url
+
+    @property
+    def retry(self) -> RetryPolicy:
+        """The policy of calls that pass no `retry=` of their own."""
+        return self._core.retry
+
+    @property
+    def name(self) -> str:
+        """The `client` label of this client's metrics."""
+        return self._core.name
+
+    def create(
+        self,
+        key: str,
+        value: Any,
+        idempotency_key: str | None = None,
+        *,
+        timeout: Timeout | None = None,
+        retry: RetryPolicy | None = None,
+    ) -> Item:
         """Store a new item; raises `KeyExists` if the key is taken."""
-        response = self._send(
-            "POST", _ITEMS, json={"key": key, "value": value}, idempotency_key=idempotency_key
+        call = self._core.call(
+            "POST", _ITEMS, document={"key": key, "value": value}, idempotency_key=idempotency_key
         )
-        return _decode(response, Item.from_json)
+        return decode(self._run(call, retry, timeout), Item.from_json, call.request_id)
 
-    def get(self, key: str) -> Item:
+    def get(
+        self, key: str, *, timeout: Timeout | None = None, retry: RetryPolicy | None = None
+    ) -> Item:
         """Fetch an item; raises `NotFound` if there is none."""
-        return _decode(self._send("GET", _ITEM, key=key), Item.from_json)
+        call = self._core.call("GET", _ITEM, key=key)
+        return decode(self._run(call, retry, timeout), Item.from_json, call.request_id)
 
     def update(
         self,
@@ -84,47 +126,70 @@ class KVClient:
         if_version: int | None = None,
         *,
         idempotency_key: str | None = None,
+        timeout: Timeout | None = None,
+        retry: RetryPolicy | None = None,
     ) -> Item:
         """Replace an item's value; with `if_version`, only if it is still at that version."""
-        response = self._send(
+        call = self._core.call(
             "PUT",
             _ITEM,
             key=key,
-            json={"value": value},
+            document={"value": value},
             if_version=if_version,
             idempotency_key=idempotency_key,
         )
-        return _decode(response, Item.from_json)
+        return decode(self._run(call, retry, timeout), Item.from_json, call.request_id)
 
     def delete(
-        self, key: str, if_version: int | None = None, *, idempotency_key: str | None = None
+        self,
+        key: str,
+        if_version: int | None = None,
+        *,
+        idempotency_key: str | None = None,
+        timeout: Timeout | None = None,
+        retry: RetryPolicy | None = None,
     ) -> None:
         """Remove an item; with `if_version`, only if it is still at that version."""
-        self._send("DELETE", _ITEM, key=key, if_version=if_version, idempotency_key=idempotency_key)
+        call = self._core.call(
+            "DELETE", _ITEM, key=key, if_version=if_version, idempotency_key=idempotency_key
+        )
+        self._run(call, retry, timeout)
 
-    def list(self, limit: int = 50, cursor: str | None = None, prefix: str | None = None) -> Page:
+    def list(
+        self,
+        limit: int = 50,
+        cursor: str | None = None,
+        prefix: str | None = None,
+        *,
+        timeout: Timeout | None = None,
+        retry: RetryPolicy | None = None,
+    ) -> Page:
         """Fetch one page of items ordered by key."""
-        params: dict[str, str | int] = {"limit": limit}
-        if cursor is not None:
-            params["cursor"] = cursor
-        if prefix is not None:
-            params["prefix"] = prefix
-        return _decode(self._send("GET", _ITEMS, params=params), Page.from_json)
+        call = self._core.call("GET", _ITEMS, params=list_params(limit, cursor, prefix))
+        return decode(self._run(call, retry, timeout), Page.from_json, call.request_id)
 
-    def iter_items(self, prefix: str | None = None, page_size: int = 100) -> Iterator[Item]:
-        """Yield every item (under `prefix`), fetching pages lazily as iteration proceeds."""
-        cursor: str | None = None
+    def iter_items(
+        self,
+        prefix: str | None = None,
+        page_size: int = 100,
+        *,
+        start_cursor: str | None = None,
+        timeout: Timeout | None = None,
+        retry: RetryPolicy | None = None,
+    ) -> Iterator[Item]:
+        """Yield every item (under `prefix`, after `start_cursor`), one page at a time."""
+        cursor = start_cursor
         while True:
-            page = self.list(limit=page_size, cursor=cursor, prefix=prefix)
+            page = self.list(page_size, cursor, prefix, timeout=timeout, retry=retry)
             yield from page.items
             if page.next_cursor is None:
                 return
             cursor = page.next_cursor
 
     def close(self) -> None:
-        """Close the HTTP session if this client created it; a caller's session stays open."""
-        if self._owns_session:
-            self._session.close()
+        """Close every pooled connection; later calls raise `ClientClosed`."""
+        self._core.closed = True
+        self._adapter.close()
 
     def __enter__(self) -> Self:
         return self
@@ -137,62 +202,137 @@ class KVClient:
     ) -> None:
         self.close()
 
-    def _send(
+    def _run(self, call: Any, retry: RetryPolicy | None, timeout: Timeout | None) -> Response:
+        steps = self._core.run(call, retry, timeout)
+        try:
+            step = next(steps)
+            while True:
+                if isinstance(step, Sleep):
+                    _testing.sleep(step.seconds)
+                    step = steps.send(None)
+                else:
+                    step = steps.send(self._send(call.method, call.target, call.body, step))
+        except StopIteration as done:
+            return done.value
+        finally:
+            steps.close()
+
+    def _send(self, method: str, target: str, body: bytes | None, send: Send) -> Response | Failure:
+        """One attempt on this thread's session; the deadline bounds every socket read."""
+        token = _attempt_deadline.set(send.deadline)
+        try:
+            raw = self._session().request(
+                method,
+                self._core.base_url + target,
+                data=body,
+                headers=send.headers,
+                timeout=(send.connect_timeout, send.read_timeout),
+                allow_redirects=False,
+            )
+        except requests.RequestException as exc:
+            return _failure(exc, send.deadline)
+        finally:
+            _attempt_deadline.reset(token)
+        headers = Headers((name, value) for name, value in raw.raw.headers.items())
+        return Response(raw.status_code, headers, raw.content, raw.reason or "")
+
+    def _session(self) -> requests.Session:
+        session: requests.Session | None = getattr(self._local, "session", None)
+        if session is None:
+            session = requests.Session()
+            session.mount("http://", self._adapter)
+            session.mount("https://", self._adapter)
+            self._local.session = session
+        return session
+
+
+def _failure(exc: requests.RequestException, deadline: float) -> Failure:
+    """Name a transport failure by whether the request can have reached the server."""
+    cause = exc.args[0] if exc.args else None
+    reason = getattr(cause, "reason", None)
+    detail = str(reason or cause or exc)
+    if isinstance(exc, requests.exceptions.SSLError):
+        return Failure("tls_error", detail, exc)
+    if isinstance(exc, requests.ConnectTimeout):
+        return Failure("connect_timeout", detail, exc)
+    timed_out = isinstance(exc, requests.ReadTimeout) or isinstance(
+        cause if reason is None else reason, ReadTimeoutError
+    )
+    if timed_out:
+        if _testing.monotonic() >= deadline:
+            detail = "the call's deadline passed before the response was complete"
+        return Failure("read_timeout", detail, exc)
+    if isinstance(exc, requests.ConnectionError) and isinstance(reason, NewConnectionError):
+        return Failure("connect_error", detail, exc)
+    return Failure("connection_lost", detail, exc)
+
+
+class _DeadlineReader(io.RawIOBase):
+    """Reads a socket with each read's timeout cut to what is left of the deadline.
+
+    A socket timeout applies to each read, so a server trickling a byte at a time would keep a
+    plain read going forever; cutting every read to the time left makes the deadline hard.
+    """
+
+    def __init__(self, sock: socket.socket, deadline: float) -> None:
+        super().__init__()
+        self._sock = sock
+        self._raw = sock.makefile("rb", buffering=0)
+        self._deadline = deadline
+        self._timeout = sock.gettimeout()
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int | None:
+        left = self._deadline - _testing.monotonic()
+        if left <= 0:
+            raise TimeoutError("the call's deadline passed")
+        self._sock.settimeout(left if self._timeout is None else min(self._timeout, left))
+        return self._raw.readinto(buffer)
+
+    def close(self) -> None:
+        self._raw.close()
+        super().close()
+
+
+class _DeadlineHTTPResponse(http.client.HTTPResponse):
+    """http.client's response, reading through `_DeadlineReader` while an attempt is on."""
+
+    def __init__(
         self,
-        method: str,
-        route: str,
-        *,
-        key: str | None = None,
-        json: Any = None,
-        params: dict[str, str | int] | None = None,
-        if_version: int | None = None,
-        idempotency_key: str | None = None,
-    ) -> requests.Response:
-        path = route
-        if key is not None:
-            if not key:
-                # An empty key would address the collection instead of an item.
-                raise ValueError("key must not be empty")
-            path = route.format(key=quote(key, safe=""))
-        request_id = uuid.uuid4().hex
-        headers = {
-            "Accept": "application/json, application/problem+json",
-            "User-Agent": f"kvclient/{__version__}",
-            "X-Request-ID": request_id,
-        }
-        if self._api_key is not None:
-            headers["Authorization"] = f"Bearer {self._api_key}"
-        if method != "GET":
-            headers["Idempotency-Key"] = idempotency_key or uuid.uuid4().hex
-        if if_version is not None:
-            headers["If-Match"] = f'"{if_version}"'
-        call = Call(
-            method=method,
-            route=route,
-            url=self.base_url + path,
-            headers=headers,
-            request_id=request_id,
-            json=json,
-            params=params,
-        )
-        return self._transport.send(call)
+        sock: socket.socket,
+        debuglevel: int = 0,
+        method: str | None = None,
+        url: str | None = None,
+    ) -> None:
+        super().__init__(sock, debuglevel, method, url)
+        deadline = _attempt_deadline.get()
+        if deadline is not None:
+            self.fp.close()
+            self.fp = io.BufferedReader(_DeadlineReader(sock, deadline))
 
 
-def _new_session() -> requests.Session:
-    session = requests.Session()
-    adapter = requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=_POOL_SIZE)
-    session.mount("http://", adapter)
-    session.mount("https://", adapter)
-    return session
+class _HTTPConnection(HTTPConnection):
+    response_class = _DeadlineHTTPResponse
 
 
-def _decode(response: requests.Response, parse: Callable[[Any], _T]) -> _T:
-    """Parse a 2xx body, turning a body that is not what the API promises into a `KVError`."""
-    try:
-        return parse(response.json())
-    except (ValueError, KeyError, TypeError) as exc:
-        raise KVError(
-            f"unexpected {response.status_code} response body: {exc}",
-            status=response.status_code,
-            request_id=response.headers.get("X-Request-ID"),
-        ) from exc
+class _HTTPSConnection(HTTPSConnection):
+    response_class = _DeadlineHTTPResponse
+
+
+class _HTTPPool(HTTPConnectionPool):
+    ConnectionCls = _HTTPConnection
+
+
+class _HTTPSPool(HTTPSConnectionPool):
+    ConnectionCls = _HTTPSConnection
+
+
+class _DeadlineAdapter(requests.adapters.HTTPAdapter):
+    """requests' adapter whose pools read responses under the attempt's deadline."""
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        # urllib3 keeps these per manager precisely so that one can be overridden.
+        self.poolmanager.pool_classes_by_scheme = {"http": _HTTPPool, "https": _HTTPSPool}

@@ -3,7 +3,17 @@
 The exception hierarchy:
 
 * KVError                       anything this client raises about a call
-  + TransportError              no usable HTTP response: refused, dropped or timed out
+  + UsageError                  the caller's own mistake, found before anything is sent
+    - InvalidArgument           also a ValueError: bad base URL, empty key, NaN, bad option
+    - UnsupportedType           also a TypeError: a value JSON cannot carry, a key not a str
+  + ClientClosed                also a RuntimeError: the client was closed
+  + WouldBeRateLimited          not sent: the service said no request passes before the deadline
+  + TransportError              no usable HTTP response
+    - ConnectError              not sent: refused, unreachable, name not resolved
+      · ConnectTimeout          not sent: the connection was not set up in time
+    - TLSError                  not sent: certificate or handshake refused; never retried
+    - ReadTimeout               sent: no complete response in time; it may have been applied
+    - ConnectionLost            sent: the connection broke before the response was complete
   + APIError                    the service answered with an error (problem+json)
     - ValidationError           400, 413, 422: validation_error, bad_request,
                                 payload_too_large, idempotency_key_reused
@@ -16,27 +26,27 @@ The exception hierarchy:
       · ServiceUnavailable      503 service_unavailable
 
 An `APIError` whose code has no class of its own (409 idempotency_in_progress, 403, ...) is raised
-as `APIError` itself. When retries stop, the last error is raised with `gave_up_reason` set to one
-of `max_attempts`, `deadline`, `budget` or `retry_after_exceeds_deadline`.
+as `APIError` itself. When retries stop, the last error is raised with `gave_up_reason` set to why
+(see `GIVE_UP_REASONS`) and `attempts` to the attempts made.
 """
 
 from __future__ import annotations
 
-import contextlib
-from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 from typing import Any
 
-import requests
+from ._headers import retry_after_of
+from ._models import Headers, Response
 
-from ._retry import parse_retry_after
-
-_GIVE_UP_TEXT = {
+GIVE_UP_REASONS = {
     "max_attempts": "max_attempts reached",
-    "deadline": "the next attempt would pass the deadline",
+    "deadline": "the next attempt could not finish before the deadline",
     "budget": "the client's retry budget is exhausted",
     "retry_after_exceeds_deadline": "Retry-After is longer than what is left of the deadline",
+    "retry_after_exceeds_cap": "Retry-After is longer than the policy's max_retry_after",
+    "rate_limit_exceeds_deadline": "the service's rate limit resets after the deadline",
+    "rate_limit_exceeds_cap": "the service's rate limit resets after max_retry_after",
 }
+"""Every `gave_up_reason`, with the text the error's message gives for it."""
 
 
 class KVError(Exception):
@@ -51,6 +61,7 @@ class KVError(Exception):
         detail: str | None = None,
         request_id: str | None = None,
         retry_after: float | None = None,
+        response: Response | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
@@ -59,22 +70,76 @@ class KVError(Exception):
         self.detail = detail
         self.request_id = request_id
         self.retry_after = retry_after
+        self.response = response
         self.gave_up_reason: str | None = None
         self.attempts = 1
+
+    @property
+    def headers(self) -> Headers:
+        """The response's headers; empty when there was no response."""
+        return self.response.headers if self.response is not None else Headers(())
+
+    @property
+    def body(self) -> bytes:
+        """The response's body bytes; empty when there was no response."""
+        return self.response.body if self.response is not None else b""
 
     def __str__(self) -> str:
         text = self.message
         if self.request_id:
             text += f" [request_id={self.request_id}]"
         if self.gave_up_reason:
-            why = _GIVE_UP_TEXT.get(self.gave_up_reason, self.gave_up_reason)
+            why = GIVE_UP_REASONS.get(self.gave_up_reason, self.gave_up_reason)
             plural = "" if self.attempts == 1 else "s"
             text += f" (gave up after {self.attempts} attempt{plural}: {why})"
         return text
 
 
+class UsageError(KVError):
+    """The call itself is wrong; nothing was sent and sending it again cannot help."""
+
+
+class InvalidArgument(UsageError, ValueError):
+    """An argument has an unusable value: a base URL without scheme, an empty key, NaN, ..."""
+
+
+class UnsupportedType(UsageError, TypeError):
+    """An argument has a type the client cannot send, such as a value JSON cannot represent."""
+
+
+class ClientClosed(KVError, RuntimeError):
+    """The client was closed; build a new one to make more calls."""
+
+
+class WouldBeRateLimited(KVError):
+    """Not sent: the service's last `RateLimit` said none remain until after the deadline.
+
+    `retry_after` is how long until the service's window frees a request.
+    """
+
+
 class TransportError(KVError):
-    """No usable response arrived: the request may or may not have reached the service."""
+    """No usable response arrived; the subclass says whether the request can have been sent."""
+
+
+class ConnectError(TransportError):
+    """No connection was made, so the request was never sent."""
+
+
+class ConnectTimeout(ConnectError):
+    """The connection was not set up in time; the request was never sent."""
+
+
+class TLSError(TransportError):
+    """TLS failed (an untrusted certificate, say): never sent, and never retried."""
+
+
+class ReadTimeout(TransportError):
+    """The request was sent but no complete response arrived in time: it may have been applied."""
+
+
+class ConnectionLost(TransportError):
+    """The connection broke after sending, before a complete response: it may have been applied."""
 
 
 class APIError(KVError):
@@ -142,10 +207,10 @@ _BY_STATUS: dict[int, type[APIError]] = {
 }
 
 
-def error_from_response(response: requests.Response) -> APIError:
+def error_from_response(response: Response, request_id: str | None = None) -> APIError:
     """Map an error response to its exception, trusting the problem `code` over the status."""
     problem = _problem_body(response)
-    status = response.status_code
+    status = response.status
     code = _str_or_none(problem.get("code"))
     detail = _str_or_none(problem.get("detail")) or _str_or_none(problem.get("title"))
     if detail is None and not problem:
@@ -158,13 +223,16 @@ def error_from_response(response: requests.Response) -> APIError:
         status=status,
         code=code,
         detail=detail,
-        request_id=_str_or_none(problem.get("request_id")) or response.headers.get("X-Request-ID"),
-        retry_after=_retry_after(response),
+        request_id=_str_or_none(problem.get("request_id"))
+        or response.headers.get("X-Request-ID")
+        or request_id,
+        retry_after=retry_after_of(response.headers),
         errors=errors if isinstance(errors, list) else None,
+        response=response,
     )
 
 
-def _problem_body(response: requests.Response) -> dict[str, Any]:
+def _problem_body(response: Response) -> dict[str, Any]:
     if "json" not in response.headers.get("Content-Type", ""):
         return {}
     try:
@@ -172,17 +240,6 @@ def _problem_body(response: requests.Response) -> dict[str, Any]:
     except ValueError:
         return {}
     return body if isinstance(body, dict) else {}
-
-
-def _retry_after(response: requests.Response) -> float | None:
-    # An HTTP-date is measured against the server's own Date header when it sent one, so a
-    # skewed local clock cannot stretch or shrink the wait.
-    now = datetime.now(UTC)
-    server_date = response.headers.get("Date")
-    if server_date:
-        with contextlib.suppress(TypeError, ValueError):
-            now = parsedate_to_datetime(server_date)
-    return parse_retry_after(response.headers.get("Retry-After"), now=now)
 
 
 def _str_or_none(value: object) -> str | None:

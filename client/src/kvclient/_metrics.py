@@ -1,4 +1,8 @@
-"""Prometheus metrics of the client; names are fixed because dashboards query them."""
+"""Prometheus metrics of the client; names are fixed because dashboards query them.
+
+Every series carries a `client` label (the name given at construction, by default the service's
+host:port), so two clients in one process, and their retry budgets, are told apart.
+"""
 
 from __future__ import annotations
 
@@ -46,38 +50,41 @@ def _create(registry: CollectorRegistry) -> ClientMetrics:
     return ClientMetrics(
         requests=Counter(
             "kvclient_requests",
-            "Logical calls by HTTP method and outcome (success, http_error, transport_error).",
-            ["method", "outcome"],
+            "Logical calls by HTTP method and outcome (success, http_error, transport_error,"
+            " not_sent).",
+            ["client", "method", "outcome"],
             registry=registry,
         ),
         retries=Counter(
             "kvclient_retries",
             "Retries by HTTP method and the reason of the failed attempt.",
-            ["method", "reason"],
+            ["client", "method", "reason"],
             registry=registry,
         ),
         backoff=Histogram(
             "kvclient_backoff_seconds",
-            "Seconds slept before a retry.",
+            "Seconds slept before a retry or waited for the service's rate limit to reset.",
+            ["client"],
             buckets=_DELAY_BUCKETS,
             registry=registry,
         ),
         duration=Histogram(
             "kvclient_request_duration_seconds",
             "Seconds per logical call, retries and sleeps included.",
-            ["method"],
+            ["client", "method", "outcome"],
             buckets=_DURATION_BUCKETS,
             registry=registry,
         ),
         budget_tokens=Gauge(
             "kvclient_retry_budget_tokens",
-            "Tokens left in the retry budget of the most recently active client.",
+            "Tokens left in the client's retry budget.",
+            ["client"],
             registry=registry,
         ),
         giveups=Counter(
             "kvclient_giveups",
             "Calls that stopped retrying a retryable failure, by why they stopped.",
-            ["method", "reason"],
+            ["client", "method", "reason"],
             registry=registry,
         ),
     )

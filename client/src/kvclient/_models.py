@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -54,3 +56,46 @@ class Page:
             items=tuple(Item.from_json(item) for item in data["items"]),
             next_cursor=str(cursor) if cursor is not None else None,
         )
+
+
+class Headers(Mapping[str, str]):
+    """Response headers looked up case-insensitively (RFC 9110 field names), read-only."""
+
+    def __init__(self, items: Iterable[tuple[str, str]]) -> None:
+        self._items: dict[str, tuple[str, str]] = {}
+        for name, value in items:
+            previous = self._items.get(name.lower())
+            # Repeated fields combine into one comma-separated value (RFC 9110 section 5.3).
+            joined = value if previous is None else f"{previous[1]}, {value}"
+            self._items[name.lower()] = (name, joined)
+
+    def __getitem__(self, name: str) -> str:
+        return self._items[name.lower()][1]
+
+    def __iter__(self) -> Iterator[str]:
+        return (name for name, _ in self._items.values())
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __repr__(self) -> str:
+        return f"Headers({dict(self.items())!r})"
+
+
+@dataclass(frozen=True, slots=True)
+class Response:
+    """One complete HTTP response as either client read it: what errors carry as `.response`."""
+
+    status: int
+    headers: Headers
+    body: bytes
+    reason: str = ""
+
+    @property
+    def text(self) -> str:
+        """The body decoded as UTF-8, undecodable bytes replaced."""
+        return self.body.decode("utf-8", "replace")
+
+    def json(self) -> Any:
+        """The body parsed as JSON; raises ValueError when it is not JSON."""
+        return json.loads(self.body)

@@ -1,14 +1,17 @@
-"""The retry policy value object, its backoff arithmetic and Retry-After parsing."""
+"""The retry policy value object and its backoff arithmetic."""
 
 from __future__ import annotations
 
+import math
 import random
-from dataclasses import dataclass
-from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
+from dataclasses import dataclass, field
 
-# One process-wide source is enough for jitter; it need not be unpredictable, only spread out.
-_DEFAULT_RNG = random.Random()  # noqa: S311  # nosec B311  # jitter need not be unpredictable
+from . import _testing
+from ._exceptions import InvalidArgument, UnsupportedType
+
+# RFC 9110 section 9.2.2: repeating these has the same effect as sending them once.
+IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
+RETRYABLE_STATUSES = frozenset({429, 502, 503, 504})
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -16,7 +19,9 @@ class RetryPolicy:
     """How many times and how patiently one logical call is retried; immutable so it can be shared.
 
     Defaults: 5 attempts in all (the first included), full-jitter exponential backoff starting at
-    0.1 s and doubling up to 10 s, `Retry-After` honoured as a floor, and no overall deadline.
+    0.1 s and doubling up to 10 s, `Retry-After` honoured as a floor up to 120 s, and 30 s for the
+    whole call. The 30 s fit inside the 60 s a load balancer in front of the caller typically
+    allows one request, and leave room for two full attempts at the default 3.05 + 10 s timeouts.
     """
 
     max_attempts: int = 5
@@ -31,22 +36,45 @@ class RetryPolicy:
     """Draw each delay uniformly from [0, step] ("full jitter") so clients spread out."""
     respect_retry_after: bool = True
     """Wait at least the server's `Retry-After` before the next attempt."""
-    deadline: float | None = None
-    """Seconds for the whole logical call, sleeps included; None means only `max_attempts` binds."""
+    deadline: float = 30.0
+    """Seconds for the whole logical call, sleeps and response bodies included; always finite."""
+    max_retry_after: float = 120.0
+    """Longest `Retry-After` (or RateLimit reset) waited for; a longer one fails at once."""
+    min_attempt_time: float = 0.05
+    """A retry is not started with less than this left of the deadline: it could not succeed."""
+    retry_statuses: frozenset[int] = field(default=RETRYABLE_STATUSES)
+    """Response statuses retried (409 idempotency_in_progress is retried whatever this says)."""
+    retry_methods: frozenset[str] = field(default=IDEMPOTENT_METHODS)
+    """Methods resent after a failure that may have reached the server (read timeout, lost
+    connection); any method carrying an Idempotency-Key is resent too."""
+    budget_capacity: float = 10.0
+    """Most tokens in the client's retry budget (its largest burst of retries); read by the
+    client from the policy it was built with."""
+    budget_deposit: float = 0.1
+    """Tokens each logical call adds to the budget."""
+    budget_refill_per_second: float = 1.0
+    """Tokens added per second regardless of traffic."""
 
     def __post_init__(self) -> None:
         if isinstance(self.max_attempts, bool) or not isinstance(self.max_attempts, int):
-            raise TypeError(f"max_attempts must be an int, got {self.max_attempts!r}")
+            raise UnsupportedType(f"max_attempts must be an int, got {self.max_attempts!r}")
         if self.max_attempts < 1:
-            raise ValueError(f"max_attempts must be >= 1, got {self.max_attempts}")
-        if self.base_delay < 0:
-            raise ValueError(f"base_delay must be >= 0, got {self.base_delay}")
-        if self.max_delay < 0:
-            raise ValueError(f"max_delay must be >= 0, got {self.max_delay}")
+            raise InvalidArgument(f"max_attempts must be >= 1, got {self.max_attempts}")
         if self.multiplier < 1:
-            raise ValueError(f"multiplier must be >= 1, got {self.multiplier}")
-        if self.deadline is not None and self.deadline <= 0:
-            raise ValueError(f"deadline must be > 0 or None, got {self.deadline}")
+            raise InvalidArgument(f"multiplier must be >= 1, got {self.multiplier}")
+        for name in (
+            "base_delay",
+            "max_delay",
+            "max_retry_after",
+            "min_attempt_time",
+            "budget_capacity",
+            "budget_deposit",
+            "budget_refill_per_second",
+        ):
+            _check_seconds(name, getattr(self, name), allow_zero=True)
+        _check_seconds("deadline", self.deadline, allow_zero=False)
+        object.__setattr__(self, "retry_statuses", frozenset(self.retry_statuses))
+        object.__setattr__(self, "retry_methods", frozenset(m.upper() for m in self.retry_methods))
 
     def backoff(
         self,
@@ -66,30 +94,15 @@ class RetryPolicy:
             step = min(self.max_delay, self.base_delay * self.multiplier**retry_number)
         except OverflowError:
             step = self.max_delay
-        spread = (rng or _DEFAULT_RNG).uniform(0.0, step) if self.jitter else step
+        spread = (rng or _testing.rng()).uniform(0.0, step) if self.jitter else step
         if retry_after is None:
             return spread
         return retry_after + (spread if self.jitter else 0.0)
 
 
-def parse_retry_after(value: str | None, *, now: datetime) -> float | None:
-    """Seconds a `Retry-After` header asks for (delay-seconds or HTTP-date), None if unusable.
-
-    RFC 9110 section 10.2.3 allows both forms; the date is accepted in any zone that
-    `email.utils` understands, and a date in the past means "retry now".
-    """
-    if value is None:
-        return None
-    value = value.strip()
-    if value.isascii() and value.isdigit():
-        return float(value)
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        return None
-    return max(0.0, (_aware(when) - _aware(now)).total_seconds())
-
-
-def _aware(moment: datetime) -> datetime:
-    # email.utils returns a naive datetime for "-0000", which RFC 5322 defines as UTC.
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+def _check_seconds(name: str, value: object, *, allow_zero: bool) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise UnsupportedType(f"{name} must be a number, got {value!r}")
+    if math.isnan(value) or math.isinf(value) or value < 0 or (value == 0 and not allow_zero):
+        bound = ">= 0" if allow_zero else "> 0"
+        raise InvalidArgument(f"{name} must be a finite number {bound}, got {value!r}")

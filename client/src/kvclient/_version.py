@@ -1,3 +1,3 @@
 """The package version, kept equal to pyproject.toml's by a test."""
 
-__version__ = "0.1.0"
+__version__ = "2.0.0"
