@@ -10,7 +10,7 @@ import re
 from functools import lru_cache
 from typing import Annotated, Any, Literal, NamedTuple
 
-from pydantic import BeforeValidator, Field, SecretStr, field_validator
+from pydantic import BeforeValidator, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -70,6 +70,39 @@ class Settings(BaseSettings):
         SecretStr("sqlite:///kvkit.sqlite3"), validation_alias="DATABASE_URL"
     )
     redis_url: SecretStr | None = Field(None, validation_alias="REDIS_URL")
+    # Both set: the limiter asks these sentinels for the master of this service, and REDIS_URL
+    # (optional then) gives only the database number, the password and TLS, not host and port.
+    redis_sentinels: Annotated[tuple[tuple[str, int], ...], NoDecode] = Field(
+        (), validation_alias="KV_REDIS_SENTINELS"
+    )
+    redis_sentinel_master: str | None = Field(None, validation_alias="KV_REDIS_SENTINEL_MASTER")
+
+    @field_validator("redis_sentinels", mode="before")
+    @classmethod
+    def _parse_sentinels(cls, value: Any) -> Any:
+        """`host:port,host:port` (IPv6 as `[::1]:26379`) as the pairs redis-py takes."""
+        if not isinstance(value, str):
+            return value
+        sentinels = []
+        for part in _split_commas(value):
+            host, colon, port = part.rpartition(":")
+            host = host.removeprefix("[").removesuffix("]")
+            if not (colon and host and port.isdigit() and 0 < int(port) < 65536):
+                raise ValueError("expected host:port[,host:port...], e.g. 'sentinel-0:26379'")
+            sentinels.append((host, int(port)))
+        return tuple(sentinels)
+
+    @model_validator(mode="after")
+    def _check_sentinel(self) -> Settings:
+        """Half a Sentinel configuration would silently fall back to REDIS_URL's host: refuse."""
+        if bool(self.redis_sentinels) != bool(self.redis_sentinel_master):
+            raise ValueError(
+                "KV_REDIS_SENTINELS and KV_REDIS_SENTINEL_MASTER go together: set both, or neither"
+            )
+        url = self.redis_url.get_secret_value() if self.redis_url else ""
+        if self.redis_sentinels and url.startswith("unix:"):
+            raise ValueError("with KV_REDIS_SENTINELS, REDIS_URL must be redis:// or rediss://")
+        return self
 
     rate_limit: Annotated[RateQuota, NoDecode, BeforeValidator(_parse_rate)] = Field(
         RateQuota(60, 60), validation_alias="KV_RATE_LIMIT"

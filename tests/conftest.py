@@ -668,3 +668,158 @@ def private_postgres(tmp_path: Path) -> Iterator[PrivatePostgres]:
         yield instance
     finally:
         instance.destroy()
+
+
+# --------------------------------------------------------------------------- Redis with Sentinel
+
+
+def sentinel_argv(config: Path) -> list[str] | None:
+    """The command that runs a sentinel on `config`: redis-sentinel, or the same binary as
+    `redis-server --sentinel`; None when neither is installed."""
+    if shutil.which("redis-sentinel"):
+        return ["redis-sentinel", str(config)]
+    if shutil.which("redis-server"):
+        return ["redis-server", str(config), "--sentinel"]
+    return None
+
+
+class SentinelGroup:
+    """A master, its replica and one sentinel of the test's own, on free ports.
+
+    Quorum 1 and short timeouts, so a failover takes about a second. With `password` both
+    servers require it (requirepass, masterauth) and the sentinel logs in with it (auth-pass).
+    The servers are PrivateRedis instances, made master and replica at run time.
+    """
+
+    SERVICE = "kvkit"
+    DOWN_AFTER_MS = 500
+    FAILOVER_TIMEOUT_MS = 3000
+
+    def __init__(self, workdir: Path, password: str | None = None) -> None:
+        workdir.mkdir()
+        self.workdir = workdir
+        self.password = password
+        self.servers: list[PrivateRedis] = []
+        for name in ("a", "b"):
+            (workdir / name).mkdir()
+            self.servers.append(PrivateRedis(workdir / name))
+        self.port = free_port()
+        self.log_path = workdir / "sentinel.log"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def address(self) -> str:
+        """This sentinel as KV_REDIS_SENTINELS lists it."""
+        return f"127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        """Start both servers, replicate the first to the second, and wait until the sentinel
+        knows the replica as a healthy candidate (a failover needs one)."""
+        for server in self.servers:
+            server.start()
+            with server.client() as client:
+                client.config_set("repl-diskless-sync-delay", "0")  # a replica syncs at once
+                if self.password:
+                    client.config_set("masterauth", self.password)
+                    client.config_set("requirepass", self.password)
+        master, replica = self.servers
+        self.client(replica).replicaof("127.0.0.1", master.port)
+        self._wait(lambda: self.client(replica).info("replication")["master_link_status"] == "up")
+        config = self.workdir / "sentinel.conf"  # the sentinel rewrites it: a file of its own
+        lines = [
+            f"port {self.port}",
+            "bind 127.0.0.1",
+            f"dir {self.workdir}",
+            f"logfile {self.log_path}",
+            f"sentinel monitor {self.SERVICE} 127.0.0.1 {master.port} 1",
+            f"sentinel down-after-milliseconds {self.SERVICE} {self.DOWN_AFTER_MS}",
+            f"sentinel failover-timeout {self.SERVICE} {self.FAILOVER_TIMEOUT_MS}",
+        ]
+        if self.password:
+            lines.append(f"sentinel auth-pass {self.SERVICE} {self.password}")
+        config.write_text("\n".join(lines) + "\n")
+        argv = sentinel_argv(config)
+        assert argv is not None
+        self.process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self._wait(lambda: port_open(("127.0.0.1", self.port)))
+        self._wait(self._replica_is_candidate)
+
+    def _replica_is_candidate(self) -> bool:
+        replicas = self.sentinel().sentinel_slaves(self.SERVICE)
+        return any(
+            not (r["is_sdown"] or r["is_odown"] or r["is_disconnected"])
+            and r.get("master-link-status") == "ok"
+            for r in replicas
+        )
+
+    def _wait(self, ready: Callable[[], bool], timeout: float = 15) -> None:
+        import redis
+
+        deadline = time.monotonic() + timeout
+        while True:
+            with contextlib.suppress(redis.RedisError, KeyError):
+                if ready():
+                    return
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"Sentinel group not ready:\n{self.log()}")
+            time.sleep(0.05)
+
+    def client(self, server: PrivateRedis, db: int = 0) -> Any:
+        """A redis.Redis for one of the servers, logged in."""
+        import redis
+
+        return redis.Redis(port=server.port, db=db, password=self.password, socket_timeout=2)
+
+    def sentinel(self) -> Any:
+        """A redis.Redis for the sentinel itself (it needs no password)."""
+        import redis
+
+        return redis.Redis(port=self.port, socket_timeout=2)
+
+    def master(self) -> PrivateRedis:
+        """The server the sentinel names master now."""
+        _, port = self.sentinel().sentinel_get_master_addr_by_name(self.SERVICE)
+        return next(server for server in self.servers if server.port == int(port))
+
+    def role(self, server: PrivateRedis) -> str:
+        """`master` or `slave`, as the server itself reports it (ROLE)."""
+        return self.client(server).execute_command("ROLE")[0].decode()
+
+    def failover(self) -> None:
+        """SENTINEL FAILOVER: promote the replica now, without agreement from other sentinels."""
+        assert self.sentinel().execute_command("SENTINEL", "FAILOVER", self.SERVICE)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            self.process.wait(10)
+            self.process = None
+        for server in self.servers:
+            server.stop()
+
+
+@pytest.fixture
+def sentinel_group(tmp_path: Path) -> Iterator[Callable[..., SentinelGroup]]:
+    """Start Sentinel groups on demand: `sentinel_group(password=None)`; stopped at the end."""
+    if sentinel_argv(tmp_path / "probe.conf") is None:
+        reason = (
+            "Redis Sentinel is not installed (neither redis-sentinel nor redis-server --sentinel);"
+            " apt-get install -y redis-server redis-sentinel"
+        )
+        if CI:
+            pytest.fail(f"{reason}; CI=true requires it")
+        pytest.skip(reason)
+    started: list[SentinelGroup] = []
+
+    def start(password: str | None = None) -> SentinelGroup:
+        group = SentinelGroup(tmp_path / f"sentinel{len(started)}", password)
+        started.append(group)
+        group.start()
+        return group
+
+    yield start
+    for group in started:
+        group.stop()

@@ -92,3 +92,42 @@ def test_stalled_redis_does_not_serialise_requests(
         assert get("/v1/items/absent")[0] == 404
         time.sleep(0.05)
     assert_clean_log(server.log())
+
+
+def test_reset_redis_connections_never_answer_500(
+    server_factory: ServerFactory, api_keys: list[str], redis_url: str
+) -> None:
+    """Redis connections reset under the limiter, again and again (a Redis restart, a proxy or
+    NAT dropping idle connections): every answer is the policy's (here open: the request goes
+    on), never a 500, and /readyz says up or down, never 500. Under uvloop, writing to a pooled
+    connection whose transport the reset closed raises RuntimeError, not ConnectionError."""
+    from urllib.parse import urlparse
+
+    from tests.tcp_proxy import TcpProxy
+
+    target = urlparse(redis_url)
+    proxy = TcpProxy((target.hostname or "127.0.0.1", target.port or 6379))
+    try:
+        server = server_factory(
+            REDIS_URL=f"redis://127.0.0.1:{proxy.port}/0", KV_API_KEYS=api_keys[0], workers=2
+        )
+        http = server.client(
+            headers={"X-API-Key": api_keys[0]}, limits=httpx.Limits(max_connections=20)
+        )
+        statuses: list[int] = []
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            for _ in range(25):
+                statuses += pool.map(lambda _: http.get("/v1/items/absent").status_code, range(8))
+                statuses.append(http.get("/readyz").status_code)
+                proxy.cut_all()
+                time.sleep(0.05)
+                statuses += pool.map(lambda _: http.get("/v1/items/absent").status_code, range(8))
+                statuses.append(http.get("/readyz").status_code)
+                time.sleep(COOLDOWN_SECONDS / 4)
+        errors = [line for line in server.log().splitlines() if '"level":"ERROR"' in line]
+        print("\n".join(errors[:2]))  # shown when the test fails
+        assert 500 not in statuses, statuses.count(500)
+        assert set(statuses) <= {404, 200, 503}, set(statuses)
+        assert "Traceback" not in server.log()
+    finally:
+        proxy.close()
