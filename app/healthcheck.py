@@ -5,7 +5,8 @@ from __future__ import annotations
 import http.client
 import socket
 
-_ANY_ADDRESS = {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "::1"}  # noqa: S104
+# Maps a wildcard bind to loopback, to connect to; nothing binds here.
+_ANY_ADDRESS = {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "::1"}  # noqa: S104  # nosec B104
 
 
 class UnixHTTPConnection(http.client.HTTPConnection):
