@@ -74,7 +74,14 @@ def test_database_threads_and_connections_are_counted_over_both_workers(
     """Thread capacity sums both workers; while the item table is locked the GETs waiting on it
     show as busy threads, and afterwards every thread that ran one holds its connection."""
     api, metrics = server
-    assert value(scrape(metrics), "kvkit_db_threads") == WORKERS * DB_THREADS
+    # The server answers once one worker is up; the other starts its threads a moment later.
+    threads = 0.0
+    for _ in range(100):
+        threads = value(scrape(metrics), "kvkit_db_threads") or 0
+        if threads >= WORKERS * DB_THREADS:
+            break
+        threading.Event().wait(0.1)
+    assert threads == WORKERS * DB_THREADS
     client = api.client()
     assert client.post("/v1/items", json={"key": f"{keyspace}-a", "value": 1}).status_code == 201
     url = api.env["DATABASE_URL"].replace("postgres://", "postgresql://")
