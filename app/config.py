@@ -11,6 +11,7 @@ from functools import lru_cache
 from typing import Annotated, Any, Literal, NamedTuple
 
 from pydantic import BeforeValidator, Field, SecretStr, field_validator, model_validator
+from pydantic_core import PydanticUseDefault
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -51,6 +52,13 @@ def _split_keys(value: Any) -> Any:
     if isinstance(value, str) and value and not keys:
         raise ValueError("holds no key: unset it to run without authentication, or list the keys")
     return keys
+
+
+def _unset_if_blank(value: Any) -> Any:
+    """A blank value means "not set" (compose and Kubernetes pass empty strings): the default."""
+    if isinstance(value, str) and not value.strip():
+        raise PydanticUseDefault
+    return value
 
 
 def _parse_networks(value: Any) -> Any:
@@ -125,6 +133,10 @@ class Settings(BaseSettings):
     db_queue_size: int = Field(128, ge=1, le=100_000, validation_alias="KV_DB_QUEUE_SIZE")
     db_timeout: float = Field(5.0, gt=0, le=120, validation_alias="KV_DB_TIMEOUT")
     db_idle_timeout: float = Field(60.0, gt=0, validation_alias="KV_DB_IDLE_TIMEOUT")
+    # false: every statement is safe behind a transaction pooler (PgBouncer pool_mode=transaction):
+    # no named prepared statements, no `options` startup parameter, and the request bounds set by
+    # SET LOCAL inside each transaction instead (app/store/dialects/postgresql.py).
+    db_prepared_statements: bool = Field(True, validation_alias="KV_DB_PREPARED_STATEMENTS")
     redis_timeout: float = Field(0.05, gt=0, le=5, validation_alias="KV_REDIS_TIMEOUT")
     # migrate and purge-idempotency: how long to wait for a lock another replica holds (the
     # migration lock, a table lock), and a statement bound, none by default (0).
@@ -133,6 +145,12 @@ class Settings(BaseSettings):
     )
     migrate_statement_timeout: float = Field(
         0.0, ge=0, le=86400, validation_alias="KV_MIGRATE_STATEMENT_TIMEOUT"
+    )
+    # The URL migrate and purge-idempotency use: a direct one, where DATABASE_URL is a pooler (the
+    # migration lock is held by a session). Unset or blank: DATABASE_URL.
+    migrate_database_url: Annotated[SecretStr, BeforeValidator(_unset_if_blank)] = Field(
+        default_factory=lambda data: data["database_url"],
+        validation_alias="KV_MIGRATE_DATABASE_URL",
     )
     # Rows purge-idempotency deletes per transaction: each batch holds its row locks briefly.
     purge_batch_size: int = Field(1000, ge=1, le=100_000, validation_alias="KV_PURGE_BATCH_SIZE")

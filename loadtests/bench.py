@@ -7,30 +7,38 @@ loadtests/ceiling_app.py, a FastAPI app answering a constant item. Also records 
 of the server's PostgreSQL connections, each worker's memory and a worker's startup time.
 `--scale` adds a check on 1,000,000 items: a page deep in the keyspace against the first page,
 and GET by key against the 10,000-item table, at concurrency 1 so query cost, not queueing, shows.
+Where `pgbouncer` is installed (or with `--pgbouncer on`), GET and PUT also run through a private
+PgBouncer in transaction pooling (KV_DB_PREPARED_STATEMENTS=false), taking turns with a server
+connected directly, so the two are measured under the same load of the machine.
 
 Writes loadtests/reports/bench.json and bench.md and prints the table. This is a benchmark, not
 a test: the numbers are the machine's, and only comparable to runs on the same machine.
 
     python loadtests/bench.py --duration 10
     python loadtests/bench.py --duration 10 --scale
+    python loadtests/bench.py --only get put --pgbouncer on
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import secrets
 import shutil
+import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 if __package__ in (None, ""):  # run as a file: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -46,6 +54,7 @@ UNREACHED_RATE_LIMIT = f"{10**9}/second"
 DEEP_PAGE_TOLERANCE = 1.2
 SCALE_ROUNDS = 5  # alternating first-page and deep-page runs in the scale check
 CEILING_LABEL = "ceiling: FastAPI constant GET"
+POOLER_WORKLOADS = ("get", "put")
 
 
 class BenchError(RuntimeError):
@@ -383,6 +392,130 @@ def bench_ceiling(args: argparse.Namespace, wrk: Wrk, item_body: str) -> WrkResu
     return result
 
 
+# --------------------------------------------------------------------------- PgBouncer
+
+
+def pgbouncer_executable(mode: str) -> str | None:
+    """The pgbouncer to run: None when `mode` is off, or auto and none is installed."""
+    if mode == "off":
+        return None
+    found = shutil.which("pgbouncer") or shutil.which("pgbouncer", path="/usr/sbin")
+    if found is None and mode == "on":
+        raise BenchError("pgbouncer is not installed: apt-get install -y pgbouncer")
+    return found
+
+
+@contextlib.contextmanager
+def running_pgbouncer(executable: str, database_url: str, pool_size: int) -> Iterator[str]:
+    """A PgBouncer of the benchmark's own in transaction pooling, on a free port, in front of
+    `database_url`'s server; yields the URL of that database through it. PgBouncer refuses to run
+    as root: then it runs as `postgres`."""
+    parts = urlsplit(database_url)
+    host, port = parts.hostname, parts.port or 5432
+    root = Path(tempfile.mkdtemp(prefix="kvkit-bench-pgbouncer-"))
+    listen = stack.free_port()
+    (root / "userlist.txt").write_text('"postgres" ""\n')
+    (root / "pgbouncer.ini").write_text(
+        f"[databases]\n* = host={host} port={port}\n[pgbouncer]\n"
+        f"listen_addr = 127.0.0.1\nlisten_port = {listen}\nunix_socket_dir =\n"
+        f"auth_type = trust\nauth_file = {root / 'userlist.txt'}\npool_mode = transaction\n"
+        f"default_pool_size = {pool_size}\nmax_client_conn = 1000\n"
+        f"logfile = {root / 'pgbouncer.log'}\n"
+    )
+    command = [executable, str(root / "pgbouncer.ini")]
+    if os.geteuid() == 0:
+        import pwd
+
+        account = pwd.getpwnam("postgres")
+        for path in (root, *root.iterdir()):
+            os.chown(path, account.pw_uid, account.pw_gid)
+        command = ["runuser", "-u", "postgres", "--", *command]
+    process = stack.ManagedProcess(command, dict(os.environ))
+    process.start()
+    try:
+        deadline = time.monotonic() + 10
+        while not _accepts(listen):
+            if not process.running() or time.monotonic() > deadline:
+                log = (root / "pgbouncer.log").read_text(errors="replace")
+                raise BenchError(f"pgbouncer did not start:\n{log}")
+            time.sleep(0.05)
+        credentials = parts.netloc.rpartition("@")[0]
+        yield urlunsplit(parts._replace(netloc=f"{credentials}@127.0.0.1:{listen}"))
+    finally:
+        process.stop(grace=5)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _accepts(port: int) -> bool:
+    with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
+        return True
+    return False
+
+
+def bench_pooler(
+    args: argparse.Namespace, wrk: Wrk, settings: dict[str, str], database_url: str
+) -> dict[str, Any] | None:
+    """GET and PUT on a server behind PgBouncer and on one connected directly, in turns."""
+    plan = [
+        w
+        for w in workloads(args.items)
+        if w.name in POOLER_WORKLOADS and (not args.only or w.name in args.only)
+    ]
+    executable = pgbouncer_executable(args.pgbouncer) if plan else None
+    if executable is None:
+        if plan and args.pgbouncer == "auto":
+            print("pgbouncer is not installed (apt-get install -y pgbouncer): not compared")
+        return None
+    pool_size = args.pgbouncer_pool_size or args.workers * args.db_threads
+    runs: dict[str, dict[str, list[WrkResult]]] = {w.name: {} for w in plan}
+    with contextlib.ExitStack() as running:
+        pooled_url = running.enter_context(running_pgbouncer(executable, database_url, pool_size))
+        pooled = {
+            **settings,
+            "DATABASE_URL": pooled_url,
+            "KV_MIGRATE_DATABASE_URL": database_url,
+            "KV_DB_PREPARED_STATEMENTS": "false",
+        }
+        servers = {
+            name: running.enter_context(
+                stack.running_gunicorn(
+                    "app.main:app",
+                    env,
+                    workers=args.workers,
+                    log_path=args.reports / f"bench-{name}-server.log",
+                )
+            )
+            for name, env in (("direct", settings), ("pgbouncer", pooled))
+        }
+        for workload in plan:  # warm both, so the measured rounds take turns from the start
+            for target in servers.values():
+                wrk.run(target.url, workload.warming(), max(1, args.warmup))
+        for _ in range(args.pgbouncer_rounds):
+            for workload in plan:
+                for name, target in servers.items():
+                    result = wrk.run(target.url, workload, args.duration)
+                    runs[workload.name].setdefault(name, []).append(result)
+                    print(
+                        f"{workload.label:<24} {name:<9} {result.rps:>9.1f} req/s"
+                        f"  p50 {result.p50_ms:.1f} ms"
+                    )
+    table = {}
+    for workload in plan:
+        direct, through = (runs[workload.name][name] for name in servers)
+        rps = {
+            name: statistics.median(r.rps for r in runs[workload.name][name]) for name in servers
+        }
+        table[workload.name] = {
+            "label": workload.label,
+            "direct": [asdict(r) for r in direct],
+            "pgbouncer": [asdict(r) for r in through],
+            "direct_rps_median": rps["direct"],
+            "pgbouncer_rps_median": rps["pgbouncer"],
+            "ratio": round(rps["pgbouncer"] / rps["direct"], 3) if rps["direct"] else None,
+        }
+    return {"pool_size": pool_size, "rounds": args.pgbouncer_rounds, "workloads": table}
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     wrk_path = require_wrk()
     args.reports.mkdir(parents=True, exist_ok=True)
@@ -403,6 +536,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     print(f"seeded {args.items:,} items in {seed_seconds:.2f}s")
     service = bench_service(args, wrk, settings, database_url)
     ceiling = bench_ceiling(args, wrk, service.pop("item_body"))
+    pooler = bench_pooler(args, wrk, settings, database_url)
+    for row in (pooler or {"workloads": {}})["workloads"].values():
+        for side in ("direct", "pgbouncer"):
+            row[f"{side}_ratio_to_ceiling"] = round(row[f"{side}_rps_median"] / ceiling.rps, 3)
     for row in service["workloads"].values():
         row["ratio_to_ceiling"] = round(row["rps"] / ceiling.rps, 3) if ceiling.rps else None
     return {
@@ -420,6 +557,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         },
         **service,
         "ceiling": {"label": CEILING_LABEL, **asdict(ceiling), "ratio_to_ceiling": 1.0},
+        "pgbouncer": pooler,
     }
 
 
@@ -488,6 +626,32 @@ def markdown(report: dict[str, Any]) -> str:
             f"Deep page p50 / first page p50 = {scale['deep_to_first_p50']:.2f}:"
             f" within {DEEP_PAGE_TOLERANCE}x: {verdict}.",
         ]
+    pooler = report.get("pgbouncer")
+    if pooler:
+        lines += [
+            "",
+            f"## Through PgBouncer (transaction pooling, {pooler['pool_size']} server"
+            f" connections, KV_DB_PREPARED_STATEMENTS=false) and direct, {pooler['rounds']}"
+            " rounds in turns",
+            "",
+            "| workload | direct req/s | PgBouncer req/s | PgBouncer / direct (medians)"
+            " | ratio to ceiling, direct / PgBouncer | p50 ms, direct / PgBouncer |",
+            "|---|---:|---:|---:|---:|---:|",
+        ]
+        for row in pooler["workloads"].values():
+            direct = ", ".join(f"{r['rps']:.0f}" for r in row["direct"])
+            through = ", ".join(f"{r['rps']:.0f}" for r in row["pgbouncer"])
+            p50 = "{:.1f} / {:.1f}".format(
+                statistics.median(r["p50_ms"] for r in row["direct"]),
+                statistics.median(r["p50_ms"] for r in row["pgbouncer"]),
+            )
+            ceiling = (
+                f"{row['direct_ratio_to_ceiling']:.2f} / {row['pgbouncer_ratio_to_ceiling']:.2f}"
+            )
+            lines.append(
+                f"| {row['label']} | {direct} | {through} | {row['ratio']:.2f} | {ceiling}"
+                f" | {p50} |"
+            )
     return "\n".join(lines) + "\n"
 
 
@@ -507,6 +671,20 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--only", nargs="+", metavar="NAME", help="run only these workloads (get, list, put, ...)"
     )
     parser.add_argument("--scale-items", type=int, default=1_000_000)
+    parser.add_argument(
+        "--pgbouncer",
+        choices=("auto", "on", "off"),
+        default="auto",
+        help="GET and PUT through a private PgBouncer too, in turns with direct runs"
+        " (auto: when pgbouncer is installed)",
+    )
+    parser.add_argument(
+        "--pgbouncer-pool-size",
+        type=int,
+        default=0,
+        help="PgBouncer's server connections (default: workers x KV_DB_THREADS)",
+    )
+    parser.add_argument("--pgbouncer-rounds", type=int, default=2)
     parser.add_argument("--startup-samples", type=int, default=3)
     parser.add_argument("--log-level", default="INFO", help="LOG_LEVEL of the servers")
     parser.add_argument("--postgres-url", default=stack.DEFAULT_POSTGRES_URL)
@@ -536,11 +714,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     (args.reports / "bench.md").write_text(table)
     print("\n" + table)
     print(f"written: {args.reports / 'bench.json'}, {args.reports / 'bench.md'}")
-    errors = [
-        name
-        for name, row in [*report["workloads"].items(), ("ceiling", report["ceiling"])]
-        if row["non_2xx"] or row["socket_errors"]
-    ]
+    rows = [*report["workloads"].items(), ("ceiling", report["ceiling"])]
+    for name, row in (report["pgbouncer"] or {"workloads": {}})["workloads"].items():
+        rows += [(f"{name} ({side})", r) for side in ("direct", "pgbouncer") for r in row[side]]
+    errors = [name for name, row in rows if row["non_2xx"] or row["socket_errors"]]
     if errors:
         print(f"error responses in: {', '.join(errors)}; their numbers are not comparable")
         return 1

@@ -15,6 +15,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -548,8 +549,6 @@ class PrivatePostgres:
     DATABASE = "kvkit"
 
     def __init__(self, bindir: Path) -> None:
-        import tempfile
-
         self.bindir = bindir
         self.port = free_port()
         self.root = Path(tempfile.mkdtemp(prefix="kvkit-pg-"))
@@ -668,6 +667,142 @@ def private_postgres(tmp_path: Path) -> Iterator[PrivatePostgres]:
         yield instance
     finally:
         instance.destroy()
+
+
+# --------------------------------------------------------------------------- private PgBouncer
+
+
+class PrivatePgBouncer:
+    """A PgBouncer of the test's own, in transaction pooling, in front of the shared PostgreSQL.
+
+    PgBouncer refuses to run as root, so under root it runs through `runuser -u postgres --`
+    from a temporary directory owned by `postgres`. Trust auth, like the server behind it; the
+    admin console (database `pgbouncer`) answers `SHOW POOLS`. `ignore_startup_parameters`
+    names client startup parameters PgBouncer drops instead of refusing the connection.
+    """
+
+    def __init__(
+        self,
+        executable: str,
+        *,
+        pool_size: int = 2,
+        ignore_startup_parameters: tuple[str, ...] = (),
+        server: tuple[str, int] = POSTGRES,
+    ) -> None:
+        self.executable = executable
+        self.port = free_port()
+        self.pool_size = pool_size
+        self.root = Path(tempfile.mkdtemp(prefix="kvkit-pgbouncer-"))
+        self.log_path = self.root / "pgbouncer.log"
+        self.process: subprocess.Popen[bytes] | None = None
+        self._as_postgres = os.geteuid() == 0
+        lines = [
+            "[databases]",
+            f"* = host={server[0]} port={server[1]}",
+            "[pgbouncer]",
+            "listen_addr = 127.0.0.1",
+            f"listen_port = {self.port}",
+            "unix_socket_dir =",
+            "auth_type = trust",
+            f"auth_file = {self.root / 'userlist.txt'}",
+            "admin_users = postgres",
+            "pool_mode = transaction",
+            f"default_pool_size = {pool_size}",
+            "reserve_pool_size = 0",
+            "max_client_conn = 500",
+            f"logfile = {self.log_path}",
+        ]
+        if ignore_startup_parameters:
+            lines.append(f"ignore_startup_parameters = {', '.join(ignore_startup_parameters)}")
+        (self.root / "pgbouncer.ini").write_text("\n".join(lines) + "\n")
+        (self.root / "userlist.txt").write_text('"postgres" ""\n')
+        if self._as_postgres:
+            import pwd
+
+            account = pwd.getpwnam("postgres")
+            for path in (self.root, *self.root.iterdir()):
+                os.chown(path, account.pw_uid, account.pw_gid)
+
+    def url(self, direct_url: str) -> str:
+        """`direct_url` (a postgres:// URL to the shared server) through this PgBouncer."""
+        host, port = POSTGRES
+        return direct_url.replace(f"@{host}:{port}/", f"@127.0.0.1:{self.port}/")
+
+    def start(self) -> None:
+        command = [self.executable, str(self.root / "pgbouncer.ini")]
+        if self._as_postgres:
+            command = ["runuser", "-u", "postgres", "--", *command]
+        self.process = subprocess.Popen(
+            command,
+            cwd=self.root,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + 10
+        while not port_open(("127.0.0.1", self.port)):
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"pgbouncer did not start:\n{self.log()}")
+            time.sleep(0.05)
+
+    def pool(self, database: str) -> dict[str, Any]:
+        """`database`'s row of SHOW POOLS (clients: cl_*, server connections: sv_*)."""
+        import psycopg
+        from psycopg.rows import dict_row
+
+        with psycopg.connect(
+            host="127.0.0.1",
+            port=self.port,
+            user="postgres",
+            dbname="pgbouncer",
+            autocommit=True,
+            row_factory=dict_row,
+        ) as conn:
+            rows = conn.execute("SHOW POOLS").fetchall()
+        return next(row for row in rows if row["database"] == database)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def stop(self) -> None:
+        """Stop the process group this instance started (runuser and PgBouncer), then clean up."""
+        if self.process is not None and self.process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+PgBouncerFactory = Callable[..., PrivatePgBouncer]
+
+
+@pytest.fixture
+def pgbouncer_factory() -> Iterator[PgBouncerFactory]:
+    """Start private PgBouncers on demand (`pgbouncer_factory(pool_size=2, ...)`), in front of
+    the shared PostgreSQL; each is stopped when the test ends. Without `pgbouncer` installed the
+    test skips, and with CI=true fails: `apt-get install -y pgbouncer` (Debian's 1.18)."""
+    require(POSTGRES, "PostgreSQL")
+    executable = shutil.which("pgbouncer") or shutil.which("pgbouncer", path="/usr/sbin")
+    if executable is None:
+        reason = "pgbouncer is not installed (apt-get install -y pgbouncer)"
+        if CI:
+            pytest.fail(f"{reason}; CI=true requires it")
+        pytest.skip(reason)
+    started: list[PrivatePgBouncer] = []
+
+    def factory(**options: Any) -> PrivatePgBouncer:
+        instance = PrivatePgBouncer(executable, **options)
+        started.append(instance)
+        instance.start()
+        return instance
+
+    yield factory
+    for instance in started:
+        instance.stop()
 
 
 # --------------------------------------------------------------------------- Redis with Sentinel

@@ -5,11 +5,16 @@ from __future__ import annotations
 from typing import Any
 
 import dj_database_url
+from django.db.backends.base.base import BaseDatabaseWrapper
 
 from app.config import get_settings
 from app.store import dialects
+from app.store.dialects import postgresql
 
 _VENDORS = {"postgresql": "postgresql", "mysql": "mysql", "sqlite3": "sqlite"}
+# A DATABASES entry's own key (Django ignores it): the Bounds to set inside every transaction,
+# where the connection sits behind a transaction pooler (see `bound_new_connection`).
+TRANSACTION_BOUNDS = "KVKIT_TRANSACTION_BOUNDS"
 
 
 def request_bounds() -> dialects.Bounds:
@@ -31,10 +36,11 @@ def maintenance_bounds() -> dialects.Bounds:
 
 
 def database_config(
-    url: str | None = None, bounds: dialects.Bounds | None = None
+    url: str | None = None, bounds: dialects.Bounds | None = None, *, pooled: bool | None = None
 ) -> dict[str, Any]:
     """Connection settings for `url` (default DATABASE_URL), bounded by `bounds` (default the
-    request bounds)."""
+    request bounds). `pooled` (default: KV_DB_PREPARED_STATEMENTS is false) makes a PostgreSQL
+    connection safe behind a transaction pooler; other backends have nothing to change."""
     settings = get_settings()
     config: dict[str, Any] = dict(
         dj_database_url.parse(url or settings.database_url.get_secret_value())
@@ -45,13 +51,41 @@ def database_config(
     if engine == "mysql":
         _use_pymysql()
     dialect = dialects.for_vendor(_VENDORS[engine])
-    config["OPTIONS"] = dialect.connection_options(
-        bounds or request_bounds(), config.get("OPTIONS") or {}
-    )
+    bounds = bounds or request_bounds()
+    given = config.get("OPTIONS") or {}
+    if pooled is None:
+        pooled = not settings.db_prepared_statements
+    if pooled and engine == "postgresql":
+        config["OPTIONS"] = postgresql.pooler_safe_options(bounds, given)
+        config[TRANSACTION_BOUNDS] = bounds
+        # A named cursor lives in its session; the pooler may give the next FETCH another one.
+        config["DISABLE_SERVER_SIDE_CURSORS"] = True
+    else:
+        config["OPTIONS"] = dialect.connection_options(bounds, given)
     # Each database thread keeps its connection; it is closed when the thread idles (run_db).
     config["CONN_MAX_AGE"] = None
     config["CONN_HEALTH_CHECKS"] = False  # run_db drops broken connections after errors itself
     return config
+
+
+def serving_config() -> dict[str, Any]:
+    """A serving process's connection: DATABASE_URL, the request bounds."""
+    return database_config(bounds=request_bounds())
+
+
+def maintenance_config() -> dict[str, Any]:
+    """migrate's and purge-idempotency's: KV_MIGRATE_DATABASE_URL (default DATABASE_URL), always
+    as a direct connection, since the migration lock belongs to a session; maintenance bounds."""
+    url = get_settings().migrate_database_url.get_secret_value()
+    return database_config(url, maintenance_bounds(), pooled=False)
+
+
+def bound_new_connection(sender: Any, connection: BaseDatabaseWrapper, **kwargs: Any) -> None:
+    """`connection_created` receiver: a connection whose entry names transaction bounds gets
+    them set in each of its transactions."""
+    bounds = connection.settings_dict.get(TRANSACTION_BOUNDS)
+    if bounds is not None:
+        postgresql.bound_transactions(connection, bounds)
 
 
 def _use_pymysql() -> None:

@@ -3,13 +3,9 @@
 from __future__ import annotations
 
 from app.store import setup
-from app.store.databases import database_config, maintenance_bounds, request_bounds
+from app.store.databases import maintenance_config, serving_config
 
-DATABASES = {
-    "default": database_config(
-        bounds=maintenance_bounds() if setup.maintenance else request_bounds()
-    )
-}
+DATABASES = {"default": maintenance_config() if setup.maintenance else serving_config()}
 INSTALLED_APPS = ["app.store.apps.StoreConfig"]
 USE_TZ = True
 TIME_ZONE = "UTC"

@@ -28,4 +28,9 @@ def setup_django(*, for_maintenance: bool = False) -> None:
         import django
 
         django.setup(set_prefix=False)
+        from django.db.backends.signals import connection_created
+
+        from app.store.databases import bound_new_connection
+
+        connection_created.connect(bound_new_connection, dispatch_uid="kvkit-transaction-bounds")
         _done = for_maintenance

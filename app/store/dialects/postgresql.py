@@ -1,17 +1,21 @@
-"""PostgreSQL (psycopg 3): SQLSTATE codes, advisory locks, and statements for many rows at once."""
+"""PostgreSQL (psycopg 3): SQLSTATE codes, advisory locks, statements for many rows at once, and
+connections that work behind a transaction pooler (PgBouncer `pool_mode = transaction`)."""
 
 from __future__ import annotations
 
+import contextlib
 import math
 import zlib
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from functools import cache
 from typing import Any
 
 from django.db import DatabaseError, InterfaceError, connection
+from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models import Model
 from django.db.models.constants import OnConflict
+from psycopg.pq import TransactionStatus
 
 from app.store.compiled import column_of, field_of
 from app.store.dialects.base import Bounds, Dialect, ErrorKind
@@ -35,6 +39,83 @@ def _millis(seconds: float) -> int:
     return max(1, int(seconds * 1000))
 
 
+def _settings(bounds: Bounds) -> tuple[tuple[str, int], ...]:
+    """The server settings that bound statements and lock waits, in milliseconds (0: none)."""
+    statement = _millis(bounds.statement) if bounds.statement is not None else 0
+    return (("statement_timeout", statement), ("lock_timeout", _millis(bounds.lock)))
+
+
+def _common_options(bounds: Bounds, given: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        "application_name": "kvkit",
+        **given,
+        "connect_timeout": max(1, math.ceil(bounds.connect)),
+        # Server-side binding: arrays go in binary (%b), and values never enter the SQL text.
+        "server_side_binding": True,
+    }
+
+
+def pooler_safe_options(bounds: Bounds, given: Mapping[str, Any]) -> dict[str, Any]:
+    """Django OPTIONS for a connection through a transaction pooler (KV_DB_PREPARED_STATEMENTS
+    false). Each transaction may run on another server connection, so nothing may be kept in the
+    session: no named prepared statements (PgBouncer before 1.21 would send one connection's
+    statement to another: "prepared statement ... does not exist"), and no `options` startup
+    parameter, which PgBouncer refuses, or ignores when told to and so drops the bounds. The
+    bounds are set in each transaction instead (`TransactionBounds`)."""
+    return {**_common_options(bounds, given), "prepare_threshold": None}
+
+
+Execute = Callable[[str, Any, bool, dict[str, Any]], Any]
+
+
+class TransactionBounds:
+    """A Django execute wrapper that bounds every statement by `SET LOCAL` in its transaction.
+
+    Behind a transaction pooler a session setting (`SET`, startup `options`) stays with the
+    server connection it was made on, which the next transaction may not get; `SET LOCAL` lasts
+    exactly as long as the transaction, which keeps its server connection. A transaction Django
+    opened (atomic) gets the settings before its first statement; a statement run in autocommit
+    (reads) gets a transaction of its own: BEGIN and the settings in one round trip, then the
+    statement, then COMMIT.
+    """
+
+    def __init__(self, bounds: Bounds) -> None:
+        settings = "; ".join(f"SET LOCAL {name} = {value}" for name, value in _settings(bounds))
+        self.set_local = settings
+        self.begin = f"BEGIN; {settings}"
+
+    def __call__(
+        self, execute: Execute, sql: str, params: Any, many: bool, context: dict[str, Any]
+    ) -> Any:
+        db: BaseDatabaseWrapper = context["connection"]
+        if db.connection.info.transaction_status != TransactionStatus.IDLE:
+            return execute(sql, params, many, context)  # bounded when the transaction began
+        if not db.get_autocommit():  # psycopg sends BEGIN before this first statement
+            execute(self.set_local, None, False, context)
+            return execute(sql, params, many, context)
+        execute(self.begin, None, False, context)
+        try:
+            result = execute(sql, params, many, context)
+        except BaseException:
+            with contextlib.suppress(DatabaseError):  # a lost connection is dropped after the job
+                _end_transaction(db, "ROLLBACK")
+            raise
+        _end_transaction(db, "COMMIT")  # the rows stay with the statement's own cursor
+        return result
+
+
+def _end_transaction(db: BaseDatabaseWrapper, command: str) -> None:
+    """COMMIT or ROLLBACK on a cursor of its own, so the statement's cursor keeps its rows."""
+    with db.cursor() as cursor:
+        cursor.execute(command)
+
+
+def bound_transactions(db: BaseDatabaseWrapper, bounds: Bounds) -> None:
+    """Have every statement of connection `db` bounded by `bounds` in its transaction (once)."""
+    if not any(isinstance(wrapper, TransactionBounds) for wrapper in db.execute_wrappers):
+        db.execute_wrappers.append(TransactionBounds(bounds))
+
+
 def _number(lock: bytes) -> int:
     return int.from_bytes(lock, "big", signed=True)
 
@@ -46,14 +127,10 @@ class PostgreSQL(Dialect):
     insert_conflict = OnConflict.IGNORE
 
     def connection_options(self, bounds: Bounds, given: Mapping[str, Any]) -> dict[str, Any]:
-        statement = _millis(bounds.statement) if bounds.statement is not None else 0  # 0: none
         return {
-            "application_name": "kvkit",
-            **given,
-            "connect_timeout": max(1, math.ceil(bounds.connect)),
-            "options": f"-c statement_timeout={statement} -c lock_timeout={_millis(bounds.lock)}",
-            # Server-side binding, so queries a connection repeats become prepared statements.
-            "server_side_binding": True,
+            **_common_options(bounds, given),
+            "options": "-c " + " -c ".join(f"{name}={value}" for name, value in _settings(bounds)),
+            # Queries a connection repeats become prepared statements.
             "prepare_threshold": 5,
         }
 
