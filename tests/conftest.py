@@ -3,12 +3,14 @@
 PostgreSQL, MariaDB and Redis run on loopback on the development and CI machines. Without them the
 tests that need them skip with the reason; with CI=true they fail instead, so CI never passes by
 skipping. Each test session gets its own databases, and the service runs as a real process
-(uvicorn or gunicorn) spoken to over HTTP.
+(uvicorn or gunicorn) spoken to over HTTP. The servers a few packages need of their own run here
+too, privately on free ports: PostgreSQL, PgBouncer, Redis with Sentinel, HAProxy, Patroni and etcd.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -958,3 +960,415 @@ def sentinel_group(tmp_path: Path) -> Iterator[Callable[..., SentinelGroup]]:
     yield start
     for group in started:
         group.stop()
+
+
+# --------------------------------------------------------------------------- Patroni cluster
+#
+# A PostgreSQL primary and a synchronous standby managed by Patroni with etcd, and HAProxy routing
+# to the primary (tests/failover). Everything runs as real processes on loopback, on free ports, in
+# a temporary directory. The timings are short (ttl 6 s, loop_wait 1 s, retry_timeout 2 s:
+# loop_wait + 2 * retry_timeout <= ttl, as Patroni requires) so a failover takes seconds instead of
+# the production default's 30. `synchronous_mode: true` makes Patroni promote only a node that was
+# synchronous, so a commit PostgreSQL acknowledged is on the promoted node;
+# `synchronous_mode_strict: false`, because with two nodes the strict mode would stop all writes on
+# the new primary until a second standby joins.
+
+# Debian's packages providing these: patroni, etcd-server, haproxy.
+HA_PACKAGES = {"patroni": "patroni", "etcd": "etcd-server", "haproxy": "haproxy"}
+TTL, LOOP_WAIT, RETRY_TIMEOUT = 6, 1, 2
+HA_DATABASE = "kvkit"
+
+
+def require_programs(*names: str) -> None:
+    """Skip (with CI=true: fail) when a server program is not installed, naming its package."""
+    missing = [name for name in names if shutil.which(name) is None]
+    if postgres_bindir() is None:
+        missing.append("initdb/pg_ctl")
+    if not missing:
+        return
+    packages = " ".join(HA_PACKAGES.get(name, "postgresql") for name in missing)
+    reason = f"{', '.join(missing)} not installed (apt-get install -y {packages})"
+    if CI:
+        pytest.fail(f"{reason}; CI=true requires them")
+    pytest.skip(reason)
+
+
+def _wait(predicate: Any, timeout: float, what: str, interval: float = 0.1) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(interval)
+
+
+def _children(pid: int) -> list[int]:
+    """Live children of `pid`, found in /proc (a postmaster's backends and helpers)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError):
+            text = stat.read_text()
+            if int(text[text.rindex(")") + 2 :].split()[1]) == pid:
+                found.append(int(stat.parent.name))
+    return found
+
+
+class Workspace:
+    """A temporary directory PostgreSQL may own: as root, the servers run as `postgres`."""
+
+    def __init__(self) -> None:
+        self.root = Path(tempfile.mkdtemp(prefix="kvkit-ha-"))
+        self.account: tuple[int, int] | None = None
+        if os.geteuid() == 0:
+            import pwd
+
+            entry = pwd.getpwnam("postgres")
+            self.account = (entry.pw_uid, entry.pw_gid)
+            os.chown(self.root, *self.account)
+
+    def directory(self, name: str) -> Path:
+        path = self.root / name
+        path.mkdir(mode=0o700)
+        if self.account:
+            os.chown(path, *self.account)
+        return path
+
+    def spawn(self, command: list[str], log: Path, *, as_postgres: bool) -> subprocess.Popen[bytes]:
+        """Start `command` with its output in `log`; as `postgres` when we are root."""
+        uid: int | None = None
+        gid: int | None = None
+        groups: list[int] | None = None
+        if as_postgres and self.account:
+            (uid, gid), groups = self.account, []
+        env = {**os.environ, "HOME": str(self.root)}
+        with log.open("ab") as out:
+            return subprocess.Popen(
+                command,
+                cwd=self.root,
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                user=uid,
+                group=gid,
+                extra_groups=groups,
+            )
+
+    def remove(self) -> None:
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+def _stop(process: subprocess.Popen[bytes] | None, sig: int = signal.SIGTERM) -> None:
+    if process is None or process.poll() is not None:
+        return
+    process.send_signal(sig)
+    try:
+        process.wait(15)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(5)
+
+
+class Etcd:
+    """A single-member etcd 3.4, the DCS holding Patroni's leader key."""
+
+    def __init__(self, space: Workspace) -> None:
+        self.space = space
+        self.client_port, self.peer_port = free_port(), free_port()
+        self.log = space.root / "etcd.log"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        peer, client = f"http://127.0.0.1:{self.peer_port}", f"http://127.0.0.1:{self.client_port}"
+        command = [
+            "etcd",
+            "--name=dcs",
+            f"--data-dir={self.space.root / 'etcd'}",
+            f"--listen-client-urls={client}",
+            f"--advertise-client-urls={client}",
+            f"--listen-peer-urls={peer}",
+            f"--initial-advertise-peer-urls={peer}",
+            f"--initial-cluster=dcs={peer}",
+            f"--initial-cluster-token=kvkit-{uuid.uuid4().hex[:8]}",
+            "--log-level=warn",
+        ]
+        self.process = self.space.spawn(command, self.log, as_postgres=False)
+        _wait(self._healthy, 20, "etcd")
+
+    def _healthy(self) -> bool:
+        if self.process is not None and self.process.poll() is not None:
+            raise RuntimeError(f"etcd exited:\n{self.log.read_text(errors='replace')}")
+        with contextlib.suppress(httpx.HTTPError):
+            return httpx.get(f"http://127.0.0.1:{self.client_port}/health", timeout=1).is_success
+        return False
+
+    def stop(self) -> None:
+        _stop(self.process)
+
+
+class PatroniNode:
+    """One Patroni process and the PostgreSQL it runs; `crash()` kills both with SIGKILL."""
+
+    def __init__(self, space: Workspace, name: str, scope: str, etcd: Etcd) -> None:
+        self.space = space
+        self.name = name
+        self.port, self.api_port = free_port(), free_port()
+        self.home = space.directory(name)
+        self.data = self.home / "data"
+        self.log = self.home / "patroni.log"
+        self.config_path = self.home / "patroni.yml"
+        self.process: subprocess.Popen[bytes] | None = None
+        self.config_path.write_text(json.dumps(self._config(scope, etcd), indent=2))
+
+    def _config(self, scope: str, etcd: Etcd) -> dict[str, Any]:
+        """Patroni's YAML configuration (JSON is YAML)."""
+        bindir = postgres_bindir()
+        return {
+            "scope": scope,
+            "name": self.name,
+            "log": {"level": "WARNING"},
+            "restapi": {
+                "listen": f"127.0.0.1:{self.api_port}",
+                "connect_address": f"127.0.0.1:{self.api_port}",
+            },
+            "etcd3": {"hosts": [f"127.0.0.1:{etcd.client_port}"]},
+            "bootstrap": {
+                "dcs": {
+                    "ttl": TTL,
+                    "loop_wait": LOOP_WAIT,
+                    "retry_timeout": RETRY_TIMEOUT,
+                    "maximum_lag_on_failover": 1048576,
+                    "synchronous_mode": True,
+                    "synchronous_mode_strict": False,
+                    "postgresql": {
+                        "use_pg_rewind": True,
+                        "use_slots": True,
+                        "parameters": {
+                            "wal_log_hints": "on",
+                            "max_connections": 50,
+                            "shared_buffers": "32MB",
+                            # The OS keeps what a killed server wrote; the machine never crashes
+                            # here. Commits still wait for the synchronous standby.
+                            "fsync": "off",
+                            "full_page_writes": "off",
+                        },
+                    },
+                },
+                "initdb": [{"encoding": "UTF8"}, {"locale": "C"}, {"auth": "trust"}],
+            },
+            "postgresql": {
+                "listen": f"127.0.0.1:{self.port}",
+                "connect_address": f"127.0.0.1:{self.port}",
+                "data_dir": str(self.data),
+                "bin_dir": str(bindir),
+                "pgpass": str(self.home / "pgpass"),
+                "authentication": {
+                    "superuser": {"username": "postgres"},
+                    "replication": {"username": "postgres"},
+                    "rewind": {"username": "postgres"},
+                },
+                "parameters": {"unix_socket_directories": str(self.home)},
+                "basebackup": [{"checkpoint": "fast"}],
+                "pg_hba": [
+                    "local all all trust",
+                    "host all all 127.0.0.1/32 trust",
+                    "host replication all 127.0.0.1/32 trust",
+                ],
+            },
+        }
+
+    def start(self) -> None:
+        self.process = self.space.spawn(
+            ["patroni", str(self.config_path)], self.log, as_postgres=True
+        )
+
+    def _check_running(self) -> None:
+        if self.process is not None and self.process.poll() is not None:
+            raise RuntimeError(f"patroni {self.name} exited with {self.process.returncode}")
+
+    @property
+    def api(self) -> str:
+        return f"http://127.0.0.1:{self.api_port}"
+
+    def is_primary(self) -> bool:
+        """Whether Patroni's REST API says this node is the primary (HAProxy's check)."""
+        self._check_running()
+        with contextlib.suppress(httpx.HTTPError):
+            return httpx.get(f"{self.api}/primary", timeout=1).status_code == 200
+        return False
+
+    def postmaster_pid(self) -> int | None:
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            return int((self.data / "postmaster.pid").read_text().splitlines()[0])
+        return None
+
+    def crash(self) -> None:
+        """The node dies: SIGKILL Patroni, then its postmaster and every backend at once."""
+        postmaster = self.postmaster_pid()
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait(5)
+            self.process = None
+        if postmaster is not None:
+            victims = [postmaster, *_children(postmaster)]
+            for pid in victims:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+
+    def stop(self) -> None:
+        """Patroni's own shutdown (it stops its PostgreSQL); SIGKILL if it takes too long."""
+        _stop(self.process)
+        postmaster = self.postmaster_pid()
+        if postmaster is not None and Path(f"/proc/{postmaster}").exists():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(postmaster, signal.SIGQUIT)
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+
+class PatroniCluster:
+    """etcd and two Patroni nodes: `primary()`, `standby()`, URLs for kvkit and for audits."""
+
+    def __init__(self, space: Workspace) -> None:
+        self.space = space
+        self.scope = f"kvkit-{uuid.uuid4().hex[:8]}"
+        self.etcd = Etcd(space)
+        self.nodes = [PatroniNode(space, f"node{n}", self.scope, self.etcd) for n in (1, 2)]
+
+    def start(self) -> None:
+        self.etcd.start()
+        first, second = self.nodes
+        first.start()  # bootstraps (initdb) and takes the leader key
+        _wait(first.is_primary, 60, "the first node to become primary", 0.2)
+        self._create_database(first)
+        second.start()  # base backup from the primary, then streams from it
+        self.wait_synchronous(second, 90)
+
+    def _create_database(self, node: PatroniNode) -> None:
+        import psycopg
+
+        dsn = f"host=127.0.0.1 port={node.port} user=postgres dbname=postgres"
+        with psycopg.connect(dsn, autocommit=True, connect_timeout=5) as conn:
+            conn.execute(f'CREATE DATABASE "{HA_DATABASE}"')
+
+    def wait_synchronous(self, node: PatroniNode, timeout: float) -> None:
+        """Wait until `node` streams from the primary as its synchronous standby."""
+
+        def synchronous() -> bool:
+            node._check_running()
+            with contextlib.suppress(httpx.HTTPError):
+                return httpx.get(f"{node.api}/sync", timeout=1).status_code == 200
+            return False
+
+        _wait(synchronous, timeout, f"{node.name} to become the synchronous standby", 0.2)
+
+    def primary(self) -> PatroniNode:
+        (node,) = [node for node in self.nodes if node.is_primary()]
+        return node
+
+    def other(self, node: PatroniNode) -> PatroniNode:
+        return next(other for other in self.nodes if other is not node)
+
+    def multihost_url(self, **params: str) -> str:
+        """libpq's multi-host URL over both nodes, for whichever of them accepts writes."""
+        hosts = ",".join(f"127.0.0.1:{node.port}" for node in self.nodes)
+        query = "&".join(
+            f"{k}={v}" for k, v in {"target_session_attrs": "read-write", **params}.items()
+        )
+        return f"postgres://postgres@{hosts}/{HA_DATABASE}?{query}"
+
+    def node_url(self, node: PatroniNode) -> str:
+        return f"postgres://postgres@127.0.0.1:{node.port}/{HA_DATABASE}"
+
+    def migrate(self, workdir: Path) -> None:
+        migrate(self.multihost_url(), workdir)
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            with contextlib.suppress(Exception):
+                node.stop()
+        self.etcd.stop()
+
+    def logs(self) -> str:
+        return "\n".join(f"--- {node.name}\n{node.log_text()[-4000:]}" for node in self.nodes)
+
+
+class PrimaryRouter:
+    """HAProxy in TCP mode, sending connections to the node whose Patroni answers GET /primary.
+
+    `on-marked-down shutdown-sessions` cuts the connections to a node once its check fails, so
+    kvkit's connections to a dead or demoted primary end at once instead of at a TCP timeout.
+    """
+
+    def __init__(self, space: Workspace, cluster: PatroniCluster) -> None:
+        self.space = space
+        self.port = free_port()
+        self.config = space.root / "haproxy.cfg"
+        self.log = space.root / "haproxy.log"
+        self.process: subprocess.Popen[bytes] | None = None
+        self.config.write_text(haproxy_config(self.port, cluster.nodes))
+
+    def start(self) -> None:
+        self.process = self.space.spawn(
+            ["haproxy", "-db", "-f", str(self.config)], self.log, as_postgres=False
+        )
+        _wait(lambda: port_open(("127.0.0.1", self.port)), 10, "haproxy")
+
+    def url(self) -> str:
+        return f"postgres://postgres@127.0.0.1:{self.port}/{HA_DATABASE}"
+
+    def stop(self) -> None:
+        _stop(self.process)
+
+
+def haproxy_config(port: int, nodes: list[PatroniNode]) -> str:
+    """The configuration documented in docs/FAILOVER.md, with this test's ports and fast checks."""
+    servers = "\n".join(
+        f"    server {node.name} 127.0.0.1:{node.port} check port {node.api_port}" for node in nodes
+    )
+    return f"""\
+global
+    maxconn 200
+
+defaults
+    mode tcp
+    timeout connect 2s
+    timeout client 30m
+    timeout server 30m
+    timeout check 1s
+
+listen postgres_primary
+    bind 127.0.0.1:{port}
+    option httpchk GET /primary
+    http-check expect status 200
+    default-server inter 500ms fall 2 rise 1 on-marked-down shutdown-sessions
+{servers}
+"""
+
+
+@pytest.fixture
+def patroni_cluster(tmp_path: Path) -> Iterator[PatroniCluster]:
+    """A migrated two-node Patroni cluster with a synchronous standby."""
+    require_programs("patroni", "etcd")
+    space = Workspace()
+    cluster = PatroniCluster(space)
+    try:
+        try:
+            cluster.start()
+            cluster.migrate(tmp_path)
+        except RuntimeError as exc:
+            raise RuntimeError(f"{exc}\n{cluster.logs()}") from exc
+        yield cluster
+    finally:
+        cluster.stop()
+        space.remove()
+
+
+@pytest.fixture
+def haproxy(patroni_cluster: PatroniCluster) -> Iterator[PrimaryRouter]:
+    """HAProxy in front of `patroni_cluster`, routing by Patroni's GET /primary."""
+    require_programs("haproxy")
+    proxy = PrimaryRouter(patroni_cluster.space, patroni_cluster)
+    proxy.start()
+    yield proxy
+    proxy.stop()

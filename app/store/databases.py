@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-import dj_database_url
 from django.db.backends.base.base import BaseDatabaseWrapper
 
 from app.config import get_settings
 from app.store import dialects
 from app.store.dialects import postgresql
+from app.store.urls import parse_database_url
 
 _VENDORS = {"postgresql": "postgresql", "mysql": "mysql", "sqlite3": "sqlite"}
 # A DATABASES entry's own key (Django ignores it): the Bounds to set inside every transaction,
@@ -43,7 +43,7 @@ def database_config(
     connection safe behind a transaction pooler; other backends have nothing to change."""
     settings = get_settings()
     config: dict[str, Any] = dict(
-        dj_database_url.parse(url or settings.database_url.get_secret_value())
+        parse_database_url(url or settings.database_url.get_secret_value())
     )
     engine = config["ENGINE"].rsplit(".", 1)[-1]
     if engine not in _VENDORS:

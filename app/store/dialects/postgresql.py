@@ -23,8 +23,9 @@ from app.store.dialects.base import Bounds, Dialect, ErrorKind
 _TIMEOUTS = {"57014", "55P03"}  # query_canceled (statement_timeout), lock_not_available
 _CONFLICTS = {"40P01", "40001", "23505"}  # deadlock, serialization failure, unique violation
 # admin_shutdown, crash_shutdown, cannot_connect_now, too_many_connections,
-# idle_in_transaction_session_timeout
-_UNAVAILABLE = {"57P01", "57P02", "57P03", "53300", "25P03"}
+# idle_in_transaction_session_timeout, and read_only_sql_transaction: a write that reached a
+# standby (a DNS name or VIP still naming the old primary after a failover) was not applied.
+_UNAVAILABLE = {"57P01", "57P02", "57P03", "53300", "25P03", "25006"}
 # The session-level advisory lock `migrate` holds (the id every kvkit version has used).
 _MIGRATION_LOCK = zlib.crc32(b"kvkit-migrate")
 
