@@ -22,6 +22,8 @@ bind = os.environ.get("GUNICORN_BIND", "0.0.0.0:8000")
 workers = _env_int("GUNICORN_WORKERS", len(os.sched_getaffinity(0)))
 worker_class = "uvicorn_worker.UvicornWorker"
 timeout = _env_int("GUNICORN_TIMEOUT", 30)
+# Seconds requests in progress get to finish once the workers are told to stop. With
+# KV_SHUTDOWN_DRAIN_SECONDS, SIGTERM first drains for that long, and this counts from its end.
 graceful_timeout = _env_int("GUNICORN_GRACEFUL_TIMEOUT", 20)
 # Seconds an idle kept-alive connection stays open (uvicorn's timeout_keep_alive). Longer than the
 # idle timeout of the load balancers in front (AWS ALB and nginx upstreams: 60 s): were we first
@@ -85,13 +87,21 @@ def on_starting(server: Any) -> None:
 
 
 def when_ready(server: Any) -> None:
-    """With KV_METRICS_PORT set, the master serves /metrics there, for every worker at once
-    (app/observability/exporter.py); the workers then serve none."""
+    """Make SIGTERM drain first (KV_SHUTDOWN_DRAIN_SECONDS, app/server/drain.py), and with
+    KV_METRICS_PORT set, serve /metrics from the master, for every worker at once
+    (app/observability/exporter.py); the workers then serve none.
+
+    Runs in the master before the first worker forks, so the drain's shared flag is mapped
+    before any worker exists.
+    """
     from app.config import get_settings
     from app.observability.exposition import set_server_root
+    from app.server import drain
 
+    settings = get_settings()
+    drain.install(server, settings.shutdown_drain_seconds)
     set_server_root(os.getpid())
-    port = get_settings().metrics_port
+    port = settings.metrics_port
     if port is not None:
         from app.observability.exporter import serve
 

@@ -159,6 +159,12 @@ class Settings(BaseSettings):
     # (app/server/protocol.py).
     header_timeout: float = Field(10.0, gt=0, le=3600, validation_alias="KV_HEADER_TIMEOUT")
     body_timeout: float = Field(30.0, gt=0, le=3600, validation_alias="KV_BODY_TIMEOUT")
+    # Seconds gunicorn's SIGTERM first keeps serving with /readyz 503 and Connection: close, so a
+    # balancer that learns from health checks stops sending first (app/server/drain.py). 0: none
+    # (in Kubernetes, the preStop sleep does this before SIGTERM).
+    shutdown_drain_seconds: float = Field(
+        0.0, ge=0, le=600, validation_alias="KV_SHUTDOWN_DRAIN_SECONDS"
+    )
 
     # Set: /metrics is served on this port only, off the API port (app/observability/exporter.py).
     metrics_port: int | None = Field(None, ge=1, le=65535, validation_alias="KV_METRICS_PORT")

@@ -10,6 +10,8 @@ too, privately on free ports: PostgreSQL, PgBouncer, Redis with Sentinel, HAProx
 from __future__ import annotations
 
 import contextlib
+import csv
+import io
 import json
 import os
 import shutil
@@ -960,6 +962,274 @@ def sentinel_group(tmp_path: Path) -> Iterator[Callable[..., SentinelGroup]]:
     yield start
     for group in started:
         group.stop()
+
+
+# --------------------------------------------------------------------------- HAProxy replicas
+#
+# Two kvkit replicas (gunicorn, two workers each) behind a private HAProxy running docs/haproxy.cfg
+# itself, the documented configuration, with the replicas' ports given through the environment it
+# reads; a second file only adds an admin socket, so tests can ask which replicas HAProxy has in
+# rotation and what it counted (tests/replicas).
+
+HAPROXY_CONFIG = Path(__file__).resolve().parent.parent / "docs" / "haproxy.cfg"
+# The names docs/haproxy.cfg gives the replicas, in the order of its `server` lines.
+SERVER_NAMES = ("api1", "api2")
+REPLICA_WORKERS = 2
+# HAProxy's address as the replicas see it: it connects from loopback.
+TRUSTED_PROXIES = "127.0.0.1/32"
+# Seconds a stopping replica stays in service with /readyz 503: inter 500ms x fall 1, plus the
+# check itself and a busy machine's margin.
+DRAIN_SECONDS = 2.0
+_ADMIN_SOCKET = """\
+global
+    stats socket "${KVKIT_HAPROXY_SOCKET}" mode 600 level admin
+"""
+
+
+def haproxy_executable() -> str:
+    """The haproxy binary; skip without it (fail with CI=true)."""
+    found = shutil.which("haproxy")
+    if found is None:
+        reason = "haproxy is not installed (Debian: apt-get install -y haproxy)"
+        if CI:
+            pytest.fail(f"{reason}; CI=true requires it")
+        pytest.skip(reason)
+    return found
+
+
+class Replica:
+    """One kvkit instance on a fixed port, which may be stopped, killed and started again."""
+
+    def __init__(self, name: str, workdir: Path, env: dict[str, str]) -> None:
+        self.name = name
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.workdir = workdir
+        self.env = env
+        self.server: Server | None = None
+        self.starts = 0
+
+    def start(self, wait: bool = True) -> None:
+        """Start gunicorn on the replica's port; each start logs to a directory of its own."""
+        self.starts += 1
+        workdir = self.workdir / f"{self.name}-{self.starts}"
+        workdir.mkdir(parents=True)
+        self.server = start_server(
+            workdir, self.env, workers=REPLICA_WORKERS, port=self.port, wait=wait
+        )
+
+    def wait_until_up(self) -> None:
+        assert self.server is not None
+        wait_until_up(self.server)
+
+    def stop(self, timeout: float = 60) -> float:
+        """SIGTERM the master, as an orchestrator does; the seconds until it exited."""
+        assert self.server is not None
+        started = time.monotonic()
+        code = self.server.stop(signal.SIGTERM, timeout=timeout)
+        assert code == 0, f"{self.name} exited with {code}:\n{self.server.log()}"
+        return time.monotonic() - started
+
+    def kill(self) -> None:
+        """SIGKILL the master and its workers at once, as a crashed machine would stop them."""
+        assert self.server is not None
+        process = self.server.process
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)  # start_server gave it a session of its own
+        process.wait(10)
+        deadline = time.monotonic() + 10
+        while _group_alive(process.pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+    def log(self) -> str:
+        """Every start's server log, in order."""
+        return "\n".join(
+            path.read_text(errors="replace")
+            for start in range(1, self.starts + 1)
+            for path in sorted((self.workdir / f"{self.name}-{start}").glob("server-*.log"))
+        )
+
+    def close(self) -> None:
+        """Stop without the drain: a second SIGTERM cuts it short (SIGQUIT would not be
+        quicker: uvicorn's workers wait for gunicorn's SIGKILL after it)."""
+        if self.server is not None and self.server.process.poll() is None:
+            self.server.process.send_signal(signal.SIGTERM)
+            time.sleep(0.1)
+            if self.server.stop(signal.SIGTERM, timeout=15) != 0:
+                with contextlib.suppress(ProcessLookupError):  # workers a killed master left
+                    os.killpg(self.server.process.pid, signal.SIGKILL)
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@dataclass
+class ServerStats:
+    """One row of HAProxy's `show stat` for a replica."""
+
+    status: str
+    requests: int  # HTTP requests HAProxy sent to it
+    errors: int  # 5xx answers plus responses that failed (eresp)
+    connection_errors: int  # econ: connections that could not be made
+    retries: int  # wretr
+    redispatches: int  # wredis
+
+
+class ReplicaBalancer:
+    """A private HAProxy running docs/haproxy.cfg in front of the replicas."""
+
+    def __init__(self, executable: str, replicas: list[Replica]) -> None:
+        self.executable = executable
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        # A short directory: a unix socket's path must fit in 108 bytes.
+        self.root = Path(tempfile.mkdtemp(prefix="kvkit-haproxy-"))
+        self.socket_path = self.root / "admin.sock"
+        self.log_path = self.root / "haproxy.log"
+        (self.root / "admin.cfg").write_text(_ADMIN_SOCKET)
+        self.env = {
+            "PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"),
+            "KVKIT_HAPROXY_BIND": f"127.0.0.1:{self.port}",
+            "KVKIT_HAPROXY_SOCKET": str(self.socket_path),
+            **{f"KVKIT_API_{n}": f"127.0.0.1:{r.port}" for n, r in enumerate(replicas, 1)},
+        }
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        command = [self.executable, "-db", "-f", str(HAPROXY_CONFIG)]
+        command += ["-f", str(self.root / "admin.cfg")]
+        with self.log_path.open("wb") as log:
+            self.process = subprocess.Popen(
+                command, env=self.env, stdout=log, stderr=subprocess.STDOUT, cwd=self.root
+            )
+        deadline = time.monotonic() + 10
+        while not (port_open(("127.0.0.1", self.port)) and self.socket_path.exists()):
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"haproxy did not start:\n{self.log()}")
+            time.sleep(0.05)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def command(self, line: str) -> str:
+        """One command on the admin socket; its answer."""
+        with socket.socket(socket.AF_UNIX) as sock:
+            sock.settimeout(5)
+            sock.connect(str(self.socket_path))
+            sock.sendall(line.encode() + b"\n")
+            chunks = []
+            while chunk := sock.recv(65536):
+                chunks.append(chunk)
+        return b"".join(chunks).decode()
+
+    def stats(self) -> dict[str, ServerStats]:
+        """The replicas' rows of `show stat`, by server name."""
+        text = self.command("show stat").lstrip("# ")
+        rows = {}
+        for row in csv.DictReader(io.StringIO(text)):
+            if row["pxname"] == "kvkit" and row["svname"] in SERVER_NAMES:
+                rows[row["svname"]] = ServerStats(
+                    status=row["status"],
+                    requests=int(row["req_tot"] or 0),
+                    errors=int(row["hrsp_5xx"] or 0) + int(row["eresp"] or 0),
+                    connection_errors=int(row["econ"] or 0),
+                    retries=int(row["wretr"] or 0),
+                    redispatches=int(row["wredis"] or 0),
+                )
+        return rows
+
+    def wait_for(self, name: str, status: str, timeout: float = 20) -> float:
+        """Wait until HAProxy reports replica `name` with `status` (UP, DOWN); seconds waited."""
+        started = time.monotonic()
+        while True:
+            current = self.stats()[name].status
+            if current == status:
+                return time.monotonic() - started
+            if time.monotonic() - started > timeout:
+                raise AssertionError(f"{name} is {current}, not {status}, after {timeout} s")
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+@dataclass
+class Cluster:
+    """The replicas and the HAProxy in front of them; `url` is HAProxy's."""
+
+    replicas: list[Replica]
+    haproxy: ReplicaBalancer
+
+    @property
+    def url(self) -> str:
+        return self.haproxy.url
+
+    def restart(self, replica: Replica) -> dict[str, float]:
+        """SIGTERM `replica`, start it again on its port and wait until HAProxy sends it
+        requests again; how long each step took."""
+        took = {"exit": replica.stop()}
+        started = time.monotonic()
+        replica.start()
+        took["start"] = time.monotonic() - started
+        took["back in rotation"] = self.haproxy.wait_for(replica.name, "UP")
+        return took
+
+
+ClusterFactory = Callable[..., Cluster]
+
+
+@pytest.fixture(scope="module")
+def cluster_factory(
+    tmp_path_factory: pytest.TempPathFactory, databases: Databases
+) -> Iterator[ClusterFactory]:
+    """`cluster_factory(**env)`: two replicas on the session's PostgreSQL database, with
+    HAProxy trusted for X-Forwarded-For, behind a running HAProxy; stopped after the module."""
+    executable = haproxy_executable()
+    made: list[Cluster] = []
+    tmp_path = tmp_path_factory.mktemp("replicas")
+
+    def factory(**env: str) -> Cluster:
+        defaults = {
+            "DATABASE_URL": databases.url("postgres"),
+            "KV_TRUSTED_PROXIES": TRUSTED_PROXIES,
+            "KV_SHUTDOWN_DRAIN_SECONDS": str(DRAIN_SECONDS),
+            "KV_METRICS_MIN_INTERVAL": "0",
+            "LOG_LEVEL": "INFO",  # access lines carry every status
+        }
+        settings = service_env(**{**defaults, **env})
+        workdir = tmp_path / f"cluster-{len(made)}"
+        replicas = [Replica(name, workdir, settings) for name in SERVER_NAMES]
+        haproxy = ReplicaBalancer(executable, replicas)
+        cluster = Cluster(replicas, haproxy)
+        made.append(cluster)
+        for replica in replicas:  # start together: each takes seconds to import the app
+            replica.start(wait=False)
+        for replica in replicas:
+            replica.wait_until_up()
+        haproxy.start()
+        for replica in replicas:
+            haproxy.wait_for(replica.name, "UP")
+        return cluster
+
+    yield factory
+    for cluster in made:
+        cluster.haproxy.stop()
+        for replica in cluster.replicas:
+            replica.close()
 
 
 # --------------------------------------------------------------------------- Patroni cluster

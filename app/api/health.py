@@ -12,6 +12,7 @@ from starlette.responses import JSONResponse
 from app.api.guard import Limiter
 from app.api.schemas import Health, Readiness
 from app.ratelimit.redis import RedisLimiter
+from app.server.drain import draining
 from app.services import items as service
 from app.store.errors import DatabaseUnavailable
 
@@ -74,4 +75,6 @@ async def read_readiness(request: Request) -> JSONResponse:
     the answer is at most a second old."""
     state = request.app.state
     body, status = await state.readiness.answer(state.limiter)
+    if draining():  # stopping: out of rotation before the listener closes (app/server/drain.py)
+        body, status = {**body, "status": "unavailable", "shutdown": "draining"}, 503
     return JSONResponse(body, status_code=status)

@@ -85,3 +85,6 @@ class Readiness(BaseModel):
     status: Literal["ok", "unavailable"]
     database: Literal["up", "down"]
     redis: Literal["up", "down"] | None = None
+    # Present while the replica drains at shutdown (KV_SHUTDOWN_DRAIN_SECONDS): the 503 that
+    # takes it out of a load balancer's rotation, not a dependency down.
+    shutdown: Literal["draining"] | None = None

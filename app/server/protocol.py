@@ -16,6 +16,8 @@ waited longest without a request in the app (idle, or still sending headers), as
 idle keep-alive connections when it runs short. A request in the app is never closed to make
 room: with `limit_concurrency` of them in progress, uvicorn answers further requests 503.
 
+While the replica drains at shutdown (`drain.py`), every response closes its connection.
+
 A request costs no timer of its own: it sets the time its headers or body are due, and the
 connection's one timer, armed for the earliest such time, re-arms itself for a later one when it
 fires early. A connection kept alive for many requests arms about one timer per header_timeout.
@@ -35,6 +37,7 @@ from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 from uvicorn.server import ServerState
 
 from app.config import get_settings
+from app.server.drain import draining
 
 # The 408's headers after uvicorn's default ones, and its body (RFC 9110 15.5.9: close after it).
 _REQUEST_TIMEOUT_TAIL = (
@@ -122,6 +125,10 @@ class BoundedHttpProtocol(HttpToolsProtocol):
         self._receiving = _Receiving.BODY
         self._expect_by(self.loop.time() + self._body_timeout)
         super().on_headers_complete()
+        if draining() and self.cycle is not None:
+            # Answer with Connection: close and close after it: the client opens its next
+            # connection elsewhere, while an idle connection closed later could race a request.
+            self.cycle.keep_alive = False
 
     def on_message_complete(self) -> None:
         super().on_message_complete()

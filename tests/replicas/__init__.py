@@ -1,0 +1,1 @@
+"""Two kvkit replicas behind HAProxy: shared limits, rolling restarts, exactly-once writes."""
