@@ -13,7 +13,7 @@ IMAGE_SOURCE ?= https://example.invalid/kvkit
 CONTAINERS_CONF ?= $(CURDIR)/scripts/containers.conf
 export CONTAINERS_CONF
 
-.PHONY: venv run test lint typecheck lint-deploy rules load load-ci bench up down clean lock image
+.PHONY: venv run test lint typecheck lint-deploy rules load load-ci bench capacity up down clean lock image
 
 # The same locked versions as the image (requirements/runtime.txt), then the two projects on top.
 $(STAMP): pyproject.toml client/pyproject.toml $(LOCKS)
@@ -60,6 +60,10 @@ load-ci: venv  ## A short load run and a short rate-limit run, as CI does.
 bench: venv  ## wrk benchmark of every workload against the framework ceiling (BENCH_ARGS="--duration 10 --scale").
 	command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }
 	$(BIN)/python loadtests/bench.py $(BENCH_ARGS)
+
+capacity: venv  ## What a GET and a PUT cost kvkit, PostgreSQL and Redis in CPU, and each backend's ceiling (docs/SCALING.md).
+	command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }
+	$(BIN)/python loadtests/capacity.py $(CAPACITY_ARGS)
 
 up:  ## The full stack in Docker: API, PostgreSQL, Redis, Prometheus, Grafana, tracing.
 	test -f .env.compose || { echo "copy .env.compose.example to .env.compose and set its values" >&2; exit 1; }
