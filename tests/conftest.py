@@ -456,6 +456,18 @@ def redis_url() -> str:
 # --------------------------------------------------------------------------- private instances
 
 
+def stop_process(process: subprocess.Popen[bytes] | None, sig: int = signal.SIGTERM) -> None:
+    """Stop a server the fixtures started: `sig`, then SIGKILL if it outlives 15 s."""
+    if process is None or process.poll() is not None:
+        return
+    process.send_signal(sig)
+    try:
+        process.wait(15)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(5)
+
+
 class PrivateRedis:
     """A Redis of the test's own on a free port, so outage tests never touch the shared one."""
 
@@ -1157,13 +1169,7 @@ class ReplicaBalancer:
             time.sleep(0.05)
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process)
         shutil.rmtree(self.root, ignore_errors=True)
 
 
@@ -1327,17 +1333,6 @@ class Workspace:
         shutil.rmtree(self.root, ignore_errors=True)
 
 
-def _stop(process: subprocess.Popen[bytes] | None, sig: int = signal.SIGTERM) -> None:
-    if process is None or process.poll() is not None:
-        return
-    process.send_signal(sig)
-    try:
-        process.wait(15)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait(5)
-
-
 class Etcd:
     """A single-member etcd 3.4, the DCS holding Patroni's leader key."""
 
@@ -1372,7 +1367,7 @@ class Etcd:
         return False
 
     def stop(self) -> None:
-        _stop(self.process)
+        stop_process(self.process)
 
 
 class PatroniNode:
@@ -1486,7 +1481,7 @@ class PatroniNode:
 
     def stop(self) -> None:
         """Patroni's own shutdown (it stops its PostgreSQL); SIGKILL if it takes too long."""
-        _stop(self.process)
+        stop_process(self.process)
         postmaster = self.postmaster_pid()
         if postmaster is not None and Path(f"/proc/{postmaster}").exists():
             with contextlib.suppress(ProcessLookupError):
@@ -1588,7 +1583,7 @@ class PrimaryRouter:
         return f"postgres://postgres@127.0.0.1:{self.port}/{HA_DATABASE}"
 
     def stop(self) -> None:
-        _stop(self.process)
+        stop_process(self.process)
 
 
 def haproxy_config(port: int, nodes: list[PatroniNode]) -> str:
