@@ -408,28 +408,18 @@ def pgbouncer_executable(mode: str) -> str | None:
 @contextlib.contextmanager
 def running_pgbouncer(executable: str, database_url: str, pool_size: int) -> Iterator[str]:
     """A PgBouncer of the benchmark's own in transaction pooling, on a free port, in front of
-    `database_url`'s server; yields the URL of that database through it. PgBouncer refuses to run
-    as root: then it runs as `postgres`."""
+    `database_url`'s server; yields the URL of that database through it."""
     parts = urlsplit(database_url)
     host, port = parts.hostname, parts.port or 5432
     root = Path(tempfile.mkdtemp(prefix="kvkit-bench-pgbouncer-"))
     listen = stack.free_port()
-    (root / "userlist.txt").write_text('"postgres" ""\n')
-    (root / "pgbouncer.ini").write_text(
-        f"[databases]\n* = host={host} port={port}\n[pgbouncer]\n"
-        f"listen_addr = 127.0.0.1\nlisten_port = {listen}\nunix_socket_dir =\n"
-        f"auth_type = trust\nauth_file = {root / 'userlist.txt'}\npool_mode = transaction\n"
-        f"default_pool_size = {pool_size}\nmax_client_conn = 1000\n"
-        f"logfile = {root / 'pgbouncer.log'}\n"
+    command = stack.pgbouncer_command(
+        executable,
+        root,
+        listen_port=listen,
+        server=(host or "127.0.0.1", port),
+        pool_size=pool_size,
     )
-    command = [executable, str(root / "pgbouncer.ini")]
-    if os.geteuid() == 0:
-        import pwd
-
-        account = pwd.getpwnam("postgres")
-        for path in (root, *root.iterdir()):
-            os.chown(path, account.pw_uid, account.pw_gid)
-        command = ["runuser", "-u", "postgres", "--", *command]
     process = stack.ManagedProcess(command, dict(os.environ))
     process.start()
     try:

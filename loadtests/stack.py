@@ -190,6 +190,54 @@ def install_cleanup() -> None:
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
 
 
+# --------------------------------------------------------------------------- PgBouncer
+
+
+def pgbouncer_command(
+    executable: str,
+    root: Path,
+    *,
+    listen_port: int,
+    server: tuple[str, int],
+    pool_size: int,
+    max_client_conn: int = 1000,
+    ignore_startup_parameters: Sequence[str] = (),
+) -> list[str]:
+    """Write a private PgBouncer's configuration into `root` (transaction pooling, trust auth
+    for `postgres`, which may use the admin console, its log in `root`/pgbouncer.log) and return
+    the command that runs it. PgBouncer refuses to run as root: then the command runs it as
+    `postgres`, and `root` and its files are given to that user."""
+    lines = [
+        "[databases]",
+        f"* = host={server[0]} port={server[1]}",
+        "[pgbouncer]",
+        "listen_addr = 127.0.0.1",
+        f"listen_port = {listen_port}",
+        "unix_socket_dir =",
+        "auth_type = trust",
+        f"auth_file = {root / 'userlist.txt'}",
+        "admin_users = postgres",
+        "pool_mode = transaction",
+        f"default_pool_size = {pool_size}",
+        "reserve_pool_size = 0",
+        f"max_client_conn = {max_client_conn}",
+        f"logfile = {root / 'pgbouncer.log'}",
+    ]
+    if ignore_startup_parameters:
+        lines.append(f"ignore_startup_parameters = {', '.join(ignore_startup_parameters)}")
+    (root / "pgbouncer.ini").write_text("\n".join(lines) + "\n")
+    (root / "userlist.txt").write_text('"postgres" ""\n')
+    command = [executable, str(root / "pgbouncer.ini")]
+    if os.geteuid() != 0:
+        return command
+    import pwd
+
+    account = pwd.getpwnam("postgres")
+    for path in (root, *root.iterdir()):
+        os.chown(path, account.pw_uid, account.pw_gid)
+    return ["runuser", "-u", "postgres", "--", *command]
+
+
 # --------------------------------------------------------------------------- gunicorn
 
 

@@ -30,6 +30,8 @@ from typing import Any
 import httpx
 import pytest
 
+from loadtests.stack import pgbouncer_command
+
 CI = os.environ.get("CI") == "true"
 POSTGRES = ("127.0.0.1", 5432)
 MARIADB = ("127.0.0.1", 3306)
@@ -691,9 +693,9 @@ def private_postgres(tmp_path: Path) -> Iterator[PrivatePostgres]:
 class PrivatePgBouncer:
     """A PgBouncer of the test's own, in transaction pooling, in front of the shared PostgreSQL.
 
-    PgBouncer refuses to run as root, so under root it runs through `runuser -u postgres --`
-    from a temporary directory owned by `postgres`. Trust auth, like the server behind it; the
-    admin console (database `pgbouncer`) answers `SHOW POOLS`. `ignore_startup_parameters`
+    The configuration `make bench` runs too (`loadtests/stack.py`): under root PgBouncer runs
+    as `postgres` from a temporary directory owned by it; trust auth, like the server behind it;
+    the admin console (database `pgbouncer`) answers `SHOW POOLS`. `ignore_startup_parameters`
     names client startup parameters PgBouncer drops instead of refusing the connection.
     """
 
@@ -705,39 +707,20 @@ class PrivatePgBouncer:
         ignore_startup_parameters: tuple[str, ...] = (),
         server: tuple[str, int] = POSTGRES,
     ) -> None:
-        self.executable = executable
         self.port = free_port()
         self.pool_size = pool_size
         self.root = Path(tempfile.mkdtemp(prefix="kvkit-pgbouncer-"))
         self.log_path = self.root / "pgbouncer.log"
         self.process: subprocess.Popen[bytes] | None = None
-        self._as_postgres = os.geteuid() == 0
-        lines = [
-            "[databases]",
-            f"* = host={server[0]} port={server[1]}",
-            "[pgbouncer]",
-            "listen_addr = 127.0.0.1",
-            f"listen_port = {self.port}",
-            "unix_socket_dir =",
-            "auth_type = trust",
-            f"auth_file = {self.root / 'userlist.txt'}",
-            "admin_users = postgres",
-            "pool_mode = transaction",
-            f"default_pool_size = {pool_size}",
-            "reserve_pool_size = 0",
-            "max_client_conn = 500",
-            f"logfile = {self.log_path}",
-        ]
-        if ignore_startup_parameters:
-            lines.append(f"ignore_startup_parameters = {', '.join(ignore_startup_parameters)}")
-        (self.root / "pgbouncer.ini").write_text("\n".join(lines) + "\n")
-        (self.root / "userlist.txt").write_text('"postgres" ""\n')
-        if self._as_postgres:
-            import pwd
-
-            account = pwd.getpwnam("postgres")
-            for path in (self.root, *self.root.iterdir()):
-                os.chown(path, account.pw_uid, account.pw_gid)
+        self.command = pgbouncer_command(
+            executable,
+            self.root,
+            listen_port=self.port,
+            server=server,
+            pool_size=pool_size,
+            max_client_conn=500,
+            ignore_startup_parameters=ignore_startup_parameters,
+        )
 
     def url(self, direct_url: str) -> str:
         """`direct_url` (a postgres:// URL to the shared server) through this PgBouncer."""
@@ -745,11 +728,8 @@ class PrivatePgBouncer:
         return direct_url.replace(f"@{host}:{port}/", f"@127.0.0.1:{self.port}/")
 
     def start(self) -> None:
-        command = [self.executable, str(self.root / "pgbouncer.ini")]
-        if self._as_postgres:
-            command = ["runuser", "-u", "postgres", "--", *command]
         self.process = subprocess.Popen(
-            command,
+            self.command,
             cwd=self.root,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.STDOUT,
